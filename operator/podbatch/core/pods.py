@@ -1,0 +1,255 @@
+"""Pod manifests for task attempts and node preparation (start task). Pure: dicts in, dicts out.
+
+Batch semantics kept here:
+- `commandLine` is split like a command line and run without a shell; a tiny wrapper
+  (busybox sh, in the image) tees stdout/stderr into stdout.txt / stderr.txt in the task
+  dir while the same output still reaches `kubectl logs`.
+- Every AZ_BATCH_* variable that applies is set; the node directories are hostPath
+  volumes mounted at the same path inside the pod as on the node.
+- Pods pass the `restricted` Pod Security Standard except for those hostPath volumes
+  (and the root init container of the node-preparation pod that creates the directories).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from podbatch import GROUP
+from podbatch.core import naming
+from podbatch.core.durations import seconds
+
+NONADMIN_UID = 1000
+
+# Runs the task's argv ("$@") with stdout/stderr teed into the task dir. No eval of the
+# user's command: it is passed as arguments, exactly as split from commandLine.
+TASK_WRAPPER = r'''
+d="$AZ_BATCH_TASK_DIR"; mkdir -p "$AZ_BATCH_TASK_WORKING_DIR" 2>/dev/null
+[ "$PODBATCH_KEEP_WORKDIR" = 1 ] || cd "$AZ_BATCH_TASK_WORKING_DIR" 2>/dev/null || true
+f="/tmp/.podbatch-$$"; mkfifo "$f.o" "$f.e" || exec "$@"
+tee "$d/stdout.txt" <"$f.o" & a=$!
+tee "$d/stderr.txt" <"$f.e" >&2 & b=$!
+"$@" >"$f.o" 2>"$f.e"; rc=$?
+wait $a $b; rm -f "$f.o" "$f.e"; exit $rc
+'''.strip()
+
+NODEPREP_SCRIPT = r'''
+set -e
+r="$AZ_BATCH_NODE_ROOT_DIR"
+if [ "$PODBATCH_WIPE" = "1" ]; then find "$r" -mindepth 1 -delete 2>/dev/null || true; fi
+mkdir -p "$r/shared" "$r/startup" "$r/workitems" "$r/applications"
+chmod 1777 "$r" "$r/shared" "$r/startup" "$r/workitems" "$r/applications"
+'''.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an attempt runs: the pool's node and the values Batch exposes about it."""
+    namespace: str
+    pool: str
+    node_name: str          # Kubernetes Node
+    compute_node: str       # ComputeNode name (AZ_BATCH_NODE_ID)
+    is_dedicated: bool = True
+    node_root: str = "/var/lib/podbatch"
+
+
+def split_command_line(command_line: str) -> list[str]:
+    """Split like a command line (Batch runs it without a shell)."""
+    return shlex.split(command_line)
+
+
+def node_root_dir(p: Placement) -> str:
+    return f"{p.node_root.rstrip('/')}/{p.namespace}/{p.pool}"
+
+
+def _env_list(*maps: dict[str, str]) -> list[dict[str, str]]:
+    merged: dict[str, str] = {}
+    for m in maps:
+        merged.update(m)
+    return [{"name": k, "value": str(v)} for k, v in merged.items()]
+
+
+def _settings(items: list[dict] | None) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in items or []}
+
+
+def security_context(user_identity: dict | None) -> dict[str, Any]:
+    """userIdentity → securityContext. autoUser admin runs as root; everything else as a
+    non-root user with the `restricted` profile."""
+    auto = (user_identity or {}).get("autoUser") or {}
+    base = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+    if auto.get("elevationLevel") == "admin":
+        return {**base, "runAsUser": 0, "runAsNonRoot": False}
+    return {**base, "runAsUser": NONADMIN_UID, "runAsGroup": NONADMIN_UID, "runAsNonRoot": True}
+
+
+def _node_volume(p: Placement) -> tuple[dict, dict]:
+    root = node_root_dir(p)
+    vol = {"name": "podbatch-node", "hostPath": {"path": root, "type": "DirectoryOrCreate"}}
+    mount = {"name": "podbatch-node", "mountPath": root}
+    return vol, mount
+
+
+def _tolerations(p: Placement) -> list[dict]:
+    return [
+        {"key": naming.TAINT_POOL, "operator": "Equal", "value": naming.pool_node_label(p.namespace, p.pool), "effect": "NoSchedule"},
+        {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"},
+        # podbatch itself decides what a lost node means for a task (requeue), not the taint manager.
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    ]
+
+
+def _resources(spec: dict) -> dict:
+    res = spec.get("resources") or {}
+    return {k: {rk: str(rv) for rk, rv in v.items()} for k, v in res.items() if v}
+
+
+def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, attempt: int,
+             owner: dict | None = None, extra_env: dict[str, str] | None = None) -> dict:
+    """The pod of one attempt of a task, bound to `placement.node_name` (no kube-scheduler)."""
+    meta, spec = task["metadata"], task["spec"]
+    job_name = job["metadata"]["name"]
+    task_id = spec.get("id") or meta["name"]
+    root = node_root_dir(placement)
+    task_dir = f"{root}/workitems/{job_name}/job-1/{task_id}"
+    batch_env = {
+        "AZ_BATCH_ACCOUNT_NAME": placement.namespace,
+        "AZ_BATCH_POOL_ID": placement.pool,
+        "AZ_BATCH_NODE_ID": placement.compute_node,
+        "AZ_BATCH_NODE_IS_DEDICATED": "true" if placement.is_dedicated else "false",
+        "AZ_BATCH_NODE_ROOT_DIR": root,
+        "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
+        "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+        "AZ_BATCH_NODE_MOUNTS_DIR": f"{root}/fsmounts",
+        "AZ_BATCH_JOB_ID": job_name,
+        "AZ_BATCH_TASK_ID": task_id,
+        "AZ_BATCH_TASK_DIR": task_dir,
+        "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
+        "AZ_BATCH_TASK_RETRY_COUNT": str(((task.get("status") or {}).get("executionInfo") or {}).get("retryCount", 0)),
+    }
+    env = _env_list(_settings(job["spec"].get("commonEnvironmentSettings")),
+                    _settings(spec.get("environmentSettings")), extra_env or {}, batch_env)
+    container = spec.get("containerSettings") or {}
+    image = container.get("imageName") or pool_spec.get("image") or "busybox"
+    vol, mount = _node_volume(placement)
+    argv = split_command_line(spec["commandLine"])
+    main = {
+        "name": "task",
+        "image": image,
+        "imagePullPolicy": pool_spec.get("imagePullPolicy", "IfNotPresent"),
+        "command": ["/bin/sh", "-c", TASK_WRAPPER, "podbatch-task", *argv],
+        "env": env,
+        "volumeMounts": [mount],
+        "securityContext": security_context(spec.get("userIdentity")),
+    }
+    if container.get("workingDirectory") == "containerImageDefault":
+        main["env"].append({"name": "PODBATCH_KEEP_WORKDIR", "value": "1"})
+    resources = _resources(spec)
+    if resources:
+        main["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "nodeName": placement.node_name,
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 5,
+        "tolerations": _tolerations(placement),
+        "containers": [main],
+        "volumes": [vol],
+    }
+    wall = seconds(((spec.get("constraints") or {}).get("maxWallClockTime")))
+    if wall:
+        pod_spec["activeDeadlineSeconds"] = max(1, int(wall))
+    labels = {
+        naming.LABEL_ROLE: "task",
+        naming.LABEL_POOL: naming.label_value(placement.pool),
+        naming.LABEL_JOB: naming.label_value(job_name),
+        naming.LABEL_TASK: naming.label_value(meta["name"]),
+        naming.LABEL_TASK_UID: meta.get("uid", ""),
+        naming.LABEL_ATTEMPT: str(attempt),
+        naming.LABEL_NODE: naming.label_value(placement.compute_node),
+    }
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(naming.SIM_PREFIX)}
+    annotations[f"{GROUP}/task-dir"] = task_dir
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": naming.task_pod_name(meta["name"], attempt), "namespace": placement.namespace,
+                     "labels": labels, "annotations": annotations},
+        "spec": pod_spec,
+    }
+    if owner:
+        pod["metadata"]["ownerReferences"] = [owner]
+    return pod
+
+
+def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wipe: bool,
+                 tools_image: str = "busybox", owner: dict | None = None) -> dict:
+    """Node preparation: a root init container creates (or, on reimage, wipes) the node
+    directories; the main container is the pool's start task, or `true` without one."""
+    pool_spec = pool["spec"]
+    start = pool_spec.get("startTask") or {}
+    root = node_root_dir(placement)
+    vol, mount = _node_volume(placement)
+    batch_env = {
+        "AZ_BATCH_ACCOUNT_NAME": placement.namespace,
+        "AZ_BATCH_POOL_ID": placement.pool,
+        "AZ_BATCH_NODE_ID": placement.compute_node,
+        "AZ_BATCH_NODE_IS_DEDICATED": "true" if placement.is_dedicated else "false",
+        "AZ_BATCH_NODE_ROOT_DIR": root,
+        "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
+        "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+        "AZ_BATCH_TASK_DIR": f"{root}/startup",
+        "AZ_BATCH_TASK_WORKING_DIR": f"{root}/startup/wd",
+    }
+    init = {
+        "name": "node-directories",
+        "image": tools_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", NODEPREP_SCRIPT],
+        "env": _env_list(batch_env, {"PODBATCH_WIPE": "1" if wipe else "0"}),
+        "volumeMounts": [mount],
+        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False},
+    }
+    if start.get("commandLine"):
+        container = start.get("containerSettings") or {}
+        argv = split_command_line(start["commandLine"])
+        main = {
+            "name": "start-task",
+            "image": container.get("imageName") or pool_spec.get("image") or "busybox",
+            "imagePullPolicy": pool_spec.get("imagePullPolicy", "IfNotPresent"),
+            "command": ["/bin/sh", "-c", TASK_WRAPPER, "podbatch-start-task", *argv],
+            "env": _env_list(_settings(start.get("environmentSettings")), batch_env),
+            "workingDir": f"{root}/startup",
+            "volumeMounts": [mount],
+            "securityContext": security_context(start.get("userIdentity")),
+        }
+    else:
+        main = {"name": "start-task", "image": tools_image, "imagePullPolicy": "IfNotPresent",
+                "command": ["/bin/true"], "securityContext": security_context(None)}
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": naming.nodeprep_pod_name(placement.compute_node, boot, retry),
+            "namespace": placement.namespace,
+            "labels": {naming.LABEL_ROLE: "nodeprep", naming.LABEL_POOL: naming.label_value(placement.pool),
+                       naming.LABEL_NODE: naming.label_value(placement.compute_node)},
+            "annotations": {f"{GROUP}/boot": boot},
+        },
+        "spec": {
+            "nodeName": placement.node_name, "restartPolicy": "Never",
+            "automountServiceAccountToken": False, "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 5, "tolerations": _tolerations(placement),
+            "initContainers": [init], "containers": [main], "volumes": [vol],
+        },
+    }
+    if owner:
+        pod["metadata"]["ownerReferences"] = [owner]
+    return pod
+
+
+def owner_reference(body: dict, *, controller: bool = True) -> dict:
+    return {"apiVersion": body.get("apiVersion", f"{GROUP}/v1alpha1"), "kind": body["kind"],
+            "name": body["metadata"]["name"], "uid": body["metadata"]["uid"],
+            "controller": controller, "blockOwnerDeletion": False}

@@ -1,0 +1,183 @@
+"""The task state machine: active → preparing → running → completed. Pure.
+
+`observe_attempt` looks at the pod of the task's current attempt (or its absence) and
+says what changes: a status patch, and whether a pod must be (re)created or deleted.
+Retries (a non-zero exit) and requeues (a lost node, an evicted or deleted pod, a node
+operation) both start a new attempt with a new, deterministic pod name; only a retry
+uses up `maxTaskRetryCount`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVE, PREPARING, RUNNING, COMPLETED = "active", "preparing", "running", "completed"
+REQUEUE_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError", "NodeAffinity", "OutOfpods", "Preempting"}
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """What the state machine needs of a pod."""
+    name: str
+    phase: str
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+    container_reason: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    deleting: bool = False
+    host_ip: str = ""
+
+
+def pod_view(pod: dict) -> PodView:
+    status = pod.get("status") or {}
+    exit_code = started = finished = None
+    creason = ""
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            t = state["terminated"]
+            exit_code, creason = t.get("exitCode"), t.get("reason", "")
+            started, finished = t.get("startedAt"), t.get("finishedAt")
+        elif "running" in state:
+            started = state["running"].get("startedAt")
+    return PodView(name=pod["metadata"]["name"], phase=status.get("phase", "Pending"), reason=status.get("reason", ""),
+                   message=status.get("message", ""), exit_code=exit_code, container_reason=creason,
+                   started_at=started or status.get("startTime"), finished_at=finished,
+                   deleting=bool(pod["metadata"].get("deletionTimestamp")), host_ip=status.get("hostIP", ""))
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to do about one task: a status patch (merged into .status), a pod to create
+    (the current attempt's), pods to delete, and an event for the user."""
+    status: dict[str, Any] = field(default_factory=dict)
+    create_pod: bool = False
+    delete_pod: str | None = None
+    force_delete: bool = False
+    event: tuple[str, str, str] | None = None   # (type, reason, message)
+    job_action: str | None = None               # none | disable | terminate (onTaskFailure)
+    completed: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.status or self.create_pod or self.delete_pod or self.event or self.job_action)
+
+
+def max_retries(task_spec: dict, job_spec: dict) -> int:
+    c = (task_spec.get("constraints") or {}).get("maxTaskRetryCount")
+    if c is None:
+        c = (job_spec.get("constraints") or {}).get("maxTaskRetryCount", 0)
+    return int(c)
+
+
+def exit_options(task_spec: dict, *, exit_code: int | None, kind: str = "exit") -> dict:
+    """The exitOptions that apply to an exit code (or to a preProcessingError/fileUploadError)."""
+    ec = task_spec.get("exitConditions") or {}
+    if kind != "exit":
+        return ec.get(kind) or ec.get("default") or {}
+    for item in ec.get("exitCodes") or []:
+        if item.get("code") == exit_code:
+            return item.get("exitOptions") or {}
+    for item in ec.get("exitCodeRanges") or []:
+        if exit_code is not None and item.get("start", 0) <= exit_code <= item.get("end", 0):
+            return item.get("exitOptions") or {}
+    return ec.get("default") or {}
+
+
+def _exec(status: dict) -> dict:
+    return dict(status.get("executionInfo") or {})
+
+
+def new_attempt(status: dict, *, now: str, kind: str, reason: str) -> dict:
+    """Status for the next attempt after a retry (`kind`='retry') or a requeue ('requeue')."""
+    info = _exec(status)
+    if kind == "retry":
+        info["retryCount"] = info.get("retryCount", 0) + 1
+        info["lastRetryTime"] = now
+    else:
+        info["requeueCount"] = info.get("requeueCount", 0) + 1
+        info["lastRequeueTime"] = now
+    info.update({"startTime": None, "endTime": None, "exitCode": None, "result": None, "failureInfo": None})
+    return {"state": ACTIVE, "previousState": status.get("state"), "stateTransitionTime": now,
+            "attempt": status.get("attempt", 0) + 1, "podName": None, "nodeInfo": None,
+            "executionInfo": info, "pendingReason": {"reason": "Requeued" if kind == "requeue" else "Retrying",
+                                                     "message": reason, "queuePosition": 0}}
+
+
+def complete(status: dict, *, now: str, exit_code: int | None, result: str, failure: dict | None = None,
+             started: str | None = None) -> dict:
+    info = _exec(status)
+    info.update({"endTime": now, "exitCode": exit_code, "result": result, "failureInfo": failure})
+    if started and not info.get("startTime"):
+        info["startTime"] = started
+    return {"state": COMPLETED, "previousState": status.get("state"), "stateTransitionTime": now,
+            "executionInfo": info, "pendingReason": None}
+
+
+def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodView | None, now: str,
+                    node_lost: bool = False) -> Outcome:
+    """Advance a task that has a current attempt (state preparing or running)."""
+    state = status.get("state")
+    out = Outcome()
+    if state not in (PREPARING, RUNNING):
+        return out
+    if node_lost:
+        out.status = new_attempt(status, now=now, kind="requeue", reason="the node running the task was lost")
+        out.delete_pod, out.force_delete = status.get("podName"), True
+        out.event = ("Warning", "TaskRequeued", f"node lost during attempt {status.get('attempt')}; requeued")
+        return out
+    if pod is None:
+        if state == PREPARING:
+            out.create_pod = True   # written before its pod: (re)create it, the name makes it safe
+        else:
+            out.status = new_attempt(status, now=now, kind="requeue", reason="the task's pod was deleted")
+            out.event = ("Warning", "TaskRequeued", "the task's pod disappeared while running; requeued")
+        return out
+    if pod.phase in ("Pending", "Unknown") and not pod.deleting:
+        return out
+    if pod.phase == "Running" and not pod.deleting:
+        if state != RUNNING:
+            info = _exec(status)
+            info["startTime"] = pod.started_at or now
+            out.status = {"state": RUNNING, "previousState": state, "stateTransitionTime": now,
+                          "executionInfo": info, "pendingReason": None}
+        return out
+    if pod.deleting and pod.phase not in ("Succeeded", "Failed"):
+        return out   # wait until it is gone, so two attempts never run at once
+    if pod.phase == "Succeeded":
+        out.status = complete(status, now=pod.finished_at or now, exit_code=pod.exit_code or 0,
+                              result="success", started=pod.started_at)
+        out.completed = True
+        return out
+    # Failed
+    if pod.reason in REQUEUE_REASONS:
+        out.status = new_attempt(status, now=now, kind="requeue", reason=f"pod {pod.reason}: {pod.message}".strip(": "))
+        out.event = ("Warning", "TaskRequeued", f"attempt {status.get('attempt')} pod {pod.reason}; requeued")
+        return out
+    if pod.reason == "DeadlineExceeded":
+        failure = {"category": "ServerError", "code": "TaskEnded",
+                   "message": "The task exceeded its maximum wall clock time (constraints.maxWallClockTime) and was terminated"}
+        out.status = complete(status, now=now, exit_code=pod.exit_code, result="failure", failure=failure, started=pod.started_at)
+        out.event = ("Warning", "TaskTimedOut", failure["message"])
+        out.completed = True
+        out.job_action = (exit_options(task_spec, exit_code=pod.exit_code).get("jobAction"))
+        return out
+    code = pod.exit_code if pod.exit_code is not None else -1
+    retries = _exec(status).get("retryCount", 0)
+    limit = max_retries(task_spec, job_spec)
+    if limit == -1 or retries < limit:
+        out.status = new_attempt(status, now=now, kind="retry", reason=f"exit code {code}; retry {retries + 1}")
+        out.event = ("Normal", "TaskRetried", f"attempt {status.get('attempt')} exited {code}; retry {retries + 1} of {'unlimited' if limit == -1 else limit}")
+        return out
+    category = "UserError"
+    message = f"The task process exited with an unexpected exit code {code}"
+    if pod.container_reason in ("ContainerCannotRun", "StartError"):
+        message = f"The task's container could not start ({pod.container_reason}); does the image have /bin/sh? {pod.message}".strip()
+    failure = {"category": category, "code": "FailureExitCode", "message": message}
+    out.status = complete(status, now=pod.finished_at or now, exit_code=code, result="failure", failure=failure,
+                          started=pod.started_at)
+    out.event = ("Warning", "TaskFailed", message)
+    out.completed = True
+    out.job_action = exit_options(task_spec, exit_code=code).get("jobAction")
+    return out

@@ -1,0 +1,287 @@
+"""Benchmark of the node simulator (hack/nodesim.py) beside the API server's raw pod-creation rate.
+
+In one run, on the cluster named by --kubeconfig / $KUBECONFIG:
+
+1. creates --nodes fake nodes (annotated kwok.x-k8s.io/node=fake) and waits until they are Ready;
+2. raw API: creates --pods pods bound to a node nobody runs (no simulator work), with
+   --create-concurrency concurrent requests, and measures pods/s; then deletes them;
+3. nodesim: creates --pods pods bound round-robin to the fake nodes (instant by default,
+   --duration to keep them Running a while) with the same client and measures how fast they
+   reach Succeeded (first create to last Succeeded), plus the lag from each pod's creation to its
+   Succeeded event (p50/p95/max) to show whether the simulator keeps up with the API server;
+4. deletes everything it created (pods, nodes, namespace; leases go with their nodes).
+
+Script:  .venv/bin/python tests/bench/bench_nodesim.py [--nodes 100 --pods 2000]
+         (starts its own simulator unless --external-sim; 500 nodes / 10,000 pods: --nodes 500 --pods 10000)
+pytest:  KUBECONFIG=... .venv/bin/pytest -m bench tests/bench/bench_nodesim.py -s
+         (size from PODBATCH_BENCH_NODES / PODBATCH_BENCH_PODS)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+import nodesim as sim  # noqa: E402
+
+from kubernetes_asyncio import client as k8s_client  # noqa: E402
+from kubernetes_asyncio import config as k8s_config  # noqa: E402
+
+TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def pod_body(name: str, node: str, run_id: str, duration: float) -> dict:
+    ann = {}
+    if duration:
+        ann[sim.DURATION_ANNOTATION] = str(duration)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench.podbatch.io/run": run_id}, "annotations": ann},
+        "spec": {"nodeName": node, "restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "tolerations": [TOLERATION], "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent"}]},
+    }
+
+
+async def run_pool(n: int, concurrency: int, fn) -> None:
+    """Run fn(i) for i in range(n), at most `concurrency` at once."""
+    it = iter(range(n))
+
+    async def worker():
+        for i in it:
+            await fn(i)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def retry(coro_fn, attempts: int = 30):
+    for a in range(attempts):
+        try:
+            return await coro_fn()
+        except sim.ApiError as e:
+            # fresh namespace: the default ServiceAccount may not exist yet; 429/5xx: back off
+            if a == attempts - 1 or not (e.status in (403, 429, 500, 503, 504) or "serviceaccount" in str(e).lower()):
+                raise
+            await asyncio.sleep(0.5)
+        except (asyncio.TimeoutError, OSError):
+            if a == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def bench(kubeconfig: str, nodes: int, pods: int, concurrency: int, duration: float,
+                timeout: float, log=print) -> dict:
+    cfg = k8s_client.Configuration()
+    await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    cfg.connection_pool_maxsize = concurrency + 8
+    api = k8s_client.ApiClient(cfg)
+    kube = sim.Kube(api)
+    run_id = uuid.uuid4().hex[:6]
+    ns = f"bench-nodesim-{run_id}"
+    node_names = [f"bench-{run_id}-{i:04d}" for i in range(nodes)]
+    result: dict = {"nodes": nodes, "pods": pods}
+    try:
+        await kube.request("POST", "/api/v1/namespaces", body={
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"podbatch.io/test": "1", "bench.podbatch.io/run": run_id}}})
+
+        # 1. fake nodes
+        t0 = time.time()
+
+        async def mk_node(i):
+            await retry(lambda: kube.request("POST", "/api/v1/nodes", body={
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node_names[i],
+                             "annotations": {sim.FAKE_ANNOTATION: sim.FAKE_VALUE},
+                             "labels": {"bench.podbatch.io/run": run_id, "type": "kwok",
+                                        "kubernetes.io/hostname": node_names[i]}},
+                "spec": {"taints": [TAINT]},
+                "status": {"capacity": {"cpu": "32", "memory": "256Gi", "pods": "500"}}}))
+
+        await run_pool(nodes, min(concurrency, 16), mk_node)
+        while True:
+            lst = await kube.request("GET", "/api/v1/nodes", [("labelSelector", f"bench.podbatch.io/run={run_id}")])
+            ready = sum(1 for n in lst["items"] if sim.Simulator._ready(n))
+            if ready == nodes:
+                break
+            if time.time() - t0 > 120:
+                raise TimeoutError(f"only {ready}/{nodes} simulated nodes Ready after 120 s")
+            await asyncio.sleep(0.5)
+        result["nodes_ready_s"] = round(time.time() - t0, 1)
+        log(f"{nodes} simulated nodes Ready in {result['nodes_ready_s']} s")
+
+        pods_path = f"/api/v1/namespaces/{ns}/pods"
+
+        # 2. raw API pod-creation rate: pods bound to a node nobody runs
+        nowhere = f"bench-{run_id}-nowhere"
+        t0 = time.time()
+        await run_pool(pods, concurrency, lambda i: retry(lambda: kube.request(
+            "POST", pods_path, body=pod_body(f"raw-{i}", nowhere, run_id, 0))))
+        raw_s = time.time() - t0
+        result["raw_create_pods_per_s"] = round(pods / raw_s, 1)
+        log(f"raw API pod create: {pods} pods in {raw_s:.1f} s = {pods / raw_s:.1f} pods/s")
+        await run_pool(pods, concurrency, lambda i: retry(lambda: _delete_ignore(kube, f"{pods_path}/raw-{i}")))
+        # wait until they are gone so they do not load the next phase's watches
+        while (await kube.request("GET", pods_path, [("limit", 1)]))["items"]:
+            await asyncio.sleep(0.5)
+
+        # 3. the simulator
+        lst = await kube.request("GET", pods_path)
+        rv = lst["metadata"]["resourceVersion"]
+        created_at: dict = {}
+        done_at: dict = {}
+        failed: list = []
+        all_done = asyncio.Event()
+
+        async def watch():
+            nonlocal rv
+            while not all_done.is_set():
+                q = [("watch", "true"), ("resourceVersion", rv), ("timeoutSeconds", "300"),
+                     ("labelSelector", f"bench.podbatch.io/run={run_id}")]
+                async for ev in kube.stream(pods_path, q, read_timeout=330):
+                    obj = ev.get("object") or {}
+                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    phase = (obj.get("status") or {}).get("phase")
+                    name = obj.get("metadata", {}).get("name")
+                    if phase in ("Succeeded", "Failed") and name not in done_at:
+                        done_at[name] = time.time()
+                        if phase == "Failed":
+                            failed.append(name)
+                        if len(done_at) == pods:
+                            all_done.set()
+                            return
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.5)
+        t0 = time.time()
+
+        async def mk_pod(i):
+            name = f"sim-{i}"
+            await retry(lambda: kube.request("POST", pods_path,
+                                             body=pod_body(name, node_names[i % nodes], run_id, duration)))
+            created_at[name] = time.time()
+
+        progress = asyncio.create_task(_progress(log, lambda: (len(created_at), len(done_at)), pods, t0))
+        await run_pool(pods, concurrency, mk_pod)
+        create_s = time.time() - t0
+        try:
+            await asyncio.wait_for(all_done.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"only {len(done_at)}/{pods} pods finished within {timeout} s") from None
+        finally:
+            progress.cancel()
+            watcher.cancel()
+        sim_s = max(done_at.values()) - t0
+        lags = sorted(done_at[n] - created_at[n] for n in done_at if n in created_at)
+        result.update({
+            "sim_pods_per_s": round(pods / sim_s, 1), "sim_seconds": round(sim_s, 1),
+            "sim_create_pods_per_s": round(pods / create_s, 1),
+            "lag_p50_s": round(statistics.median(lags), 2),
+            "lag_p95_s": round(lags[int(len(lags) * 0.95) - 1], 2), "lag_max_s": round(lags[-1], 2),
+            "failed": len(failed),
+        })
+        result["ratio"] = round(result["sim_pods_per_s"] / result["raw_create_pods_per_s"], 2)
+        log(f"nodesim: {pods} pods to Succeeded in {sim_s:.1f} s = {result['sim_pods_per_s']} pods/s "
+            f"| raw API pod create: {result['raw_create_pods_per_s']} pods/s | ratio {result['ratio']}")
+        log(f"  ({nodes} nodes; pod creates during the run {result['sim_create_pods_per_s']} pods/s; "
+            f"create->Succeeded lag p50 {result['lag_p50_s']} s, p95 {result['lag_p95_s']} s, "
+            f"max {result['lag_max_s']} s; failed {len(failed)})")
+        return result
+    finally:
+        await _cleanup(kube, ns, run_id, log)
+        await api.close()
+
+
+async def _progress(log, counts, total, t0):
+    while True:
+        await asyncio.sleep(5)
+        c, d = counts()
+        log(f"  t={time.time() - t0:5.1f}s created {c}/{total} finished {d}/{total}")
+
+
+async def _delete_ignore(kube, path, body=None):
+    try:
+        await kube.request("DELETE", path, body=body or {"gracePeriodSeconds": 0})
+    except sim.ApiError as e:
+        if e.status != 404:
+            raise
+
+
+async def _cleanup(kube, ns: str, run_id: str, log) -> None:
+    sel = [("labelSelector", f"bench.podbatch.io/run={run_id}")]
+    try:
+        await kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods", sel + [("gracePeriodSeconds", "0")],
+                           body={"gracePeriodSeconds": 0}, timeout=300)
+    except Exception as e:  # noqa: BLE001
+        log(f"cleanup: pods: {e}")
+    try:
+        await kube.request("DELETE", "/api/v1/nodes", sel, timeout=120)
+    except Exception as e:  # noqa: BLE001
+        log(f"cleanup: nodes: {e}")
+    await _delete_ignore(kube, f"/api/v1/namespaces/{ns}", body={})
+
+
+def start_sim(kubeconfig: str, logfile: Path | None = None) -> subprocess.Popen:
+    out = open(logfile, "ab") if logfile else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, str(ROOT / "hack" / "nodesim.py"), "--kubeconfig", kubeconfig],
+                            stdout=out, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        raise RuntimeError("node simulator died at start")
+    return proc
+
+
+@pytest.mark.bench
+def test_bench_nodesim(kubeconfig, nodesim):
+    nodes = int(os.environ.get("PODBATCH_BENCH_NODES", "100"))
+    pods = int(os.environ.get("PODBATCH_BENCH_PODS", "2000"))
+    r = asyncio.run(bench(kubeconfig, nodes, pods, concurrency=32, duration=0.0, timeout=600))
+    print(json.dumps(r))
+    assert r["failed"] == 0
+    assert r["sim_pods_per_s"] > 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    ap.add_argument("--nodes", type=int, default=100)
+    ap.add_argument("--pods", type=int, default=2000)
+    ap.add_argument("--create-concurrency", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=0.0, help="seconds each pod runs (default 0: instant)")
+    ap.add_argument("--timeout", type=float, default=1200.0)
+    ap.add_argument("--external-sim", action="store_true", help="a simulator already serves fake nodes")
+    ap.add_argument("--sim-log", default=None, help="log file of the simulator this script starts")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON too")
+    args = ap.parse_args(argv)
+    if not args.kubeconfig:
+        ap.error("--kubeconfig or KUBECONFIG is required")
+    proc = None if args.external_sim else start_sim(args.kubeconfig, Path(args.sim_log) if args.sim_log else None)
+    try:
+        r = asyncio.run(bench(args.kubeconfig, args.nodes, args.pods, args.create_concurrency,
+                              args.duration, args.timeout))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

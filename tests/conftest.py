@@ -1,0 +1,108 @@
+"""Test tiers and the cluster they run against.
+
+unit tests need nothing. integration and e2e tests run against the cluster named by
+KUBECONFIG, or, when none is given, against the local cluster of hack/ which this
+session brings up once and takes down at the end (unless it was already up).
+The node simulator (hack/nodesim.py) is started for the session so Nodes marked
+kwok.x-k8s.io/node=fake have a kubelet; set PODBATCH_NODESIM=external when a real
+kwok (or an already running simulator) serves them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HACK = ROOT / "hack"
+LOCAL_KUBECONFIG = Path(os.environ.get("PODBATCH_CACHE", Path.home() / ".cache/podbatch")) / "cluster/kubeconfig"
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test with no tier marker is a unit test.
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in ("integration", "e2e", "bench")):
+            item.add_marker(pytest.mark.unit)
+
+
+def _cluster_alive(kubeconfig: str) -> bool:
+    r = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "get", "--raw", "/readyz"],
+                       capture_output=True, text=True, timeout=20)
+    return r.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    """Path of the kubeconfig of the cluster under test, bringing up the local one if needed."""
+    given = os.environ.get("KUBECONFIG")
+    if given:
+        yield given
+        return
+    started = False
+    if not (LOCAL_KUBECONFIG.exists() and _cluster_alive(str(LOCAL_KUBECONFIG))):
+        subprocess.run([str(HACK / "cluster-up.sh")], check=True)
+        started = True
+    os.environ["KUBECONFIG"] = str(LOCAL_KUBECONFIG)
+    try:
+        yield str(LOCAL_KUBECONFIG)
+    finally:
+        os.environ.pop("KUBECONFIG", None)
+        if started and os.environ.get("PODBATCH_KEEP_CLUSTER") != "1":
+            subprocess.run([str(HACK / "cluster-down.sh")], check=False)
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig):
+    from kubernetes import client, config
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client):
+    from kubernetes import client
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def custom_api(api_client):
+    from kubernetes import client
+    return client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="session")
+def nodesim(kubeconfig):
+    """The node simulator, running for the whole session (see hack/nodesim.py)."""
+    if os.environ.get("PODBATCH_NODESIM") == "external":
+        yield None
+        return
+    log = open(LOCAL_KUBECONFIG.parent / "logs" / "nodesim-tests.log", "ab") if LOCAL_KUBECONFIG.parent.exists() else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, str(HACK / "nodesim.py"), "--kubeconfig", kubeconfig],
+                            stdout=log, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    assert proc.poll() is None, "node simulator died at start; see its log"
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture()
+def namespace(core_v1):
+    """A fresh namespace for one test, deleted afterwards."""
+    from kubernetes import client
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"podbatch.io/test": "1"})))
+    yield name
+    try:
+        core_v1.delete_namespace(name)
+    except Exception:
+        pass
