@@ -13,7 +13,7 @@ include Makefile.crds.mk
 .PHONY: help venv test test-unit test-integration test-e2e lint bench demo cluster-up cluster-down kind-up crds verify-crds verify clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PY) -m venv $(VENV) || { echo "error: could not create a virtualenv with $(PY) (on Debian: apt-get install python3-venv)"; exit 1; }

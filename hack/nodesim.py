@@ -38,6 +38,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import time
 import zlib
@@ -261,6 +262,7 @@ class Simulator:
         self.processing: set = set()
         self.timers: dict = {}
         self.failures: dict = {}
+        self.extra_tasks: list = []
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_event_loop()
         self.c = {"started": 0, "finished": 0, "failed": 0, "deleted": 0, "leases": 0, "statuses": 0}
@@ -618,7 +620,7 @@ class Simulator:
         meta = p.obj["metadata"]
         try:
             new = await self.kube.request("PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
-                                          body={"metadata": {"uid": p.uid}, "status": status}, content_type=SMP)
+                                          body={"metadata": {"uid": p.uid}, "status": status}, content_type=MERGE)
         except ApiError as e:
             if e.status in (404, 409):   # gone, or replaced by a pod of the same name
                 if e.status == 404:
@@ -748,6 +750,7 @@ class Simulator:
             {"fieldSelector": "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"},
             "pods", self.on_pods_sync, self.on_pod_event, self.stopping)))
         tasks.append(asyncio.create_task(self.report(report_interval)))
+        tasks += [asyncio.create_task(c) for c in self.extra_tasks]
         log.info("node simulator running (concurrency %d)", self.concurrency)
         await self.stopping.wait()
         for t in tasks:
@@ -755,6 +758,114 @@ class Simulator:
         await asyncio.gather(*tasks, return_exceptions=True)
         for _, h in self.timers.values():
             h.cancel()
+
+
+class LeaderElection:
+    """One active simulator per cluster: a Lease kube-system/podbatch-nodesim.
+
+    A second simulator (e.g. the test session's, while the cluster scripts already run one)
+    stands by and takes over when the holder stops renewing or releases the lease on exit."""
+
+    NAMESPACE = "kube-system"
+    NAME = "podbatch-nodesim"
+    DURATION = 15
+    RENEW = 5.0
+
+    def __init__(self, kube: Kube, identity: str):
+        self.kube = kube
+        self.identity = identity
+        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{self.NAMESPACE}/leases"
+        self.lease: Optional[dict] = None
+
+    def _spec(self, now: float, transitions: int) -> dict:
+        return {"holderIdentity": self.identity, "leaseDurationSeconds": self.DURATION,
+                "acquireTime": micro_time(now), "renewTime": micro_time(now), "leaseTransitions": transitions}
+
+    async def acquire(self, stopping: asyncio.Event) -> bool:
+        waiting_for = None
+        while not stopping.is_set():
+            try:
+                if await self._try_acquire():
+                    log.info("leader election: %s holds %s/%s", self.identity, self.NAMESPACE, self.NAME)
+                    return True
+                holder = (self.lease or {}).get("spec", {}).get("holderIdentity")
+                if holder != waiting_for:
+                    log.info("another node simulator (%s) is active; standing by", holder)
+                    waiting_for = holder
+            except ApiError as e:
+                log.warning("leader election: %s", e)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                log.warning("leader election: %s: %s", type(e).__name__, e)
+            try:
+                await asyncio.wait_for(stopping.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        return False
+
+    async def _try_acquire(self) -> bool:
+        now = time.time()
+        try:
+            self.lease = await self.kube.request("GET", f"{self.path}/{self.NAME}")
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            try:
+                self.lease = await self.kube.request("POST", self.path, body={
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.NAME, "namespace": self.NAMESPACE}, "spec": self._spec(now, 0)})
+                return True
+            except ApiError as e2:
+                if e2.status == 409:
+                    return False
+                raise
+        spec = self.lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        expires = (parse_time(spec.get("renewTime")) or 0) + (spec.get("leaseDurationSeconds") or self.DURATION)
+        if holder and holder != self.identity and expires > now:
+            return False
+        body = dict(self.lease, spec=self._spec(now, (spec.get("leaseTransitions") or 0) + (holder != self.identity)))
+        try:
+            self.lease = await self.kube.request("PUT", f"{self.path}/{self.NAME}", body=body)
+            return True
+        except ApiError as e:
+            if e.status == 409:
+                return False
+            raise
+
+    async def keep(self, stopping: asyncio.Event) -> None:
+        """Renew while leading; on losing the lease to another simulator, stop this one."""
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), self.RENEW)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                body = dict(self.lease)
+                body["spec"] = dict(body["spec"], renewTime=micro_time(time.time()), holderIdentity=self.identity)
+                self.lease = await self.kube.request("PUT", f"{self.path}/{self.NAME}", body=body)
+            except ApiError as e:
+                if e.status in (404, 409):
+                    if await self._try_acquire():
+                        continue
+                    log.error("leader election: lost %s/%s to %s; stopping", self.NAMESPACE, self.NAME,
+                              (self.lease or {}).get("spec", {}).get("holderIdentity"))
+                    stopping.set()
+                    return
+                log.warning("leader election: renew: %s", e)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                log.warning("leader election: renew: %s: %s", type(e).__name__, e)
+
+    def holding(self) -> bool:
+        return bool(self.lease) and (self.lease.get("spec") or {}).get("holderIdentity") == self.identity
+
+    async def release(self) -> None:
+        try:
+            await self.kube.request("PATCH", f"{self.path}/{self.NAME}", content_type=MERGE, timeout=5,
+                                    body={"metadata": {"resourceVersion": self.lease["metadata"]["resourceVersion"]},
+                                          "spec": {"holderIdentity": None}})
+        except Exception as e:  # noqa: BLE001 - best effort; the lease expires anyway
+            log.debug("leader election: release: %s", e)
 
 
 def _num(value: Any, default, kind):
@@ -782,8 +893,16 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sim.stopping.set)
+    election = None
     try:
+        if args.leader_election:
+            election = LeaderElection(sim.kube, f"{socket.gethostname()}-{os.getpid()}")
+            if not await election.acquire(sim.stopping):
+                return 0
+            sim.extra_tasks.append(election.keep(sim.stopping))
         await sim.run(report_interval=args.report_interval)
+        if election is not None and election.holding():
+            await election.release()
     finally:
         await api.close()
     log.info("node simulator stopped")
@@ -795,6 +914,8 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--kubeconfig", default=None, help="kubeconfig path (default $KUBECONFIG, else in-cluster)")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     ap.add_argument("--concurrency", type=int, default=48, help="bound on concurrent API writes")
+    ap.add_argument("--no-leader-election", dest="leader_election", action="store_false",
+                    help="run even if another simulator holds the lease kube-system/podbatch-nodesim")
     ap.add_argument("--report-interval", type=float, default=10.0, help="seconds between counter lines")
     args = ap.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),

@@ -9,7 +9,10 @@ In one run, on the cluster named by --kubeconfig / $KUBECONFIG:
    --duration to keep them Running a while) with the same client and measures how fast they
    reach Succeeded (first create to last Succeeded), plus the lag from each pod's creation to its
    Succeeded event (p50/p95/max) to show whether the simulator keeps up with the API server;
-4. deletes everything it created (pods, nodes, namespace; leases go with their nodes).
+4. backlog drain: stops the fake nodes' heartbeats, creates --pods more pods on them (frozen),
+   resumes all heartbeats at once and measures how fast the simulator alone takes them to
+   Succeeded (its own rate, with no pod creation competing for the API server);
+5. deletes everything it created (pods, nodes, namespace; leases go with their nodes).
 
 Script:  .venv/bin/python tests/bench/bench_nodesim.py [--nodes 100 --pods 2000]
          (starts its own simulator unless --external-sim; 500 nodes / 10,000 pods: --nodes 500 --pods 10000)
@@ -82,7 +85,7 @@ async def retry(coro_fn, attempts: int = 30):
 
 
 async def bench(kubeconfig: str, nodes: int, pods: int, concurrency: int, duration: float,
-                timeout: float, log=print) -> dict:
+                timeout: float, backlog: bool = True, log=print) -> dict:
     cfg = k8s_client.Configuration()
     await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     cfg.connection_pool_maxsize = concurrency + 8
@@ -137,33 +140,12 @@ async def bench(kubeconfig: str, nodes: int, pods: int, concurrency: int, durati
         while (await kube.request("GET", pods_path, [("limit", 1)]))["items"]:
             await asyncio.sleep(0.5)
 
-        # 3. the simulator
-        lst = await kube.request("GET", pods_path)
-        rv = lst["metadata"]["resourceVersion"]
+        # 3. the simulator, pods created while it runs
         created_at: dict = {}
         done_at: dict = {}
         failed: list = []
         all_done = asyncio.Event()
-
-        async def watch():
-            nonlocal rv
-            while not all_done.is_set():
-                q = [("watch", "true"), ("resourceVersion", rv), ("timeoutSeconds", "300"),
-                     ("labelSelector", f"bench.podbatch.io/run={run_id}")]
-                async for ev in kube.stream(pods_path, q, read_timeout=330):
-                    obj = ev.get("object") or {}
-                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                    phase = (obj.get("status") or {}).get("phase")
-                    name = obj.get("metadata", {}).get("name")
-                    if phase in ("Succeeded", "Failed") and name not in done_at:
-                        done_at[name] = time.time()
-                        if phase == "Failed":
-                            failed.append(name)
-                        if len(done_at) == pods:
-                            all_done.set()
-                            return
-
-        watcher = asyncio.create_task(watch())
+        watcher = await start_watch(kube, pods_path, "sim-", pods, done_at, failed, all_done)
         await asyncio.sleep(0.5)
         t0 = time.time()
 
@@ -198,10 +180,73 @@ async def bench(kubeconfig: str, nodes: int, pods: int, concurrency: int, durati
         log(f"  ({nodes} nodes; pod creates during the run {result['sim_create_pods_per_s']} pods/s; "
             f"create->Succeeded lag p50 {result['lag_p50_s']} s, p95 {result['lag_p95_s']} s, "
             f"max {result['lag_max_s']} s; failed {len(failed)})")
+
+        # 4. backlog drain: pods created on nodes whose heartbeat is stopped (frozen), then all
+        #    nodes resume at once: the simulator's own rate, without creation in the way
+        if backlog:
+            await _set_heartbeat(kube, node_names, "stopped", concurrency)
+            await asyncio.sleep(2.0)
+            await run_pool(pods, concurrency, lambda i: retry(lambda: kube.request(
+                "POST", pods_path, body=pod_body(f"backlog-{i}", node_names[i % nodes], run_id, duration))))
+            await asyncio.sleep(1.0)
+            lst = await kube.request("GET", pods_path, [("labelSelector", f"bench.podbatch.io/run={run_id}"),
+                                                        ("fieldSelector", "status.phase=Succeeded")])
+            early = sum(1 for p in lst["items"] if p["metadata"]["name"].startswith("backlog-"))
+            done2: dict = {}
+            all2 = asyncio.Event()
+            watcher = await start_watch(kube, pods_path, "backlog-", pods, done2, failed, all2)
+            t0 = time.time()
+            await _set_heartbeat(kube, node_names, None, concurrency)
+            try:
+                await asyncio.wait_for(all2.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"backlog: only {len(done2)}/{pods} pods finished within {timeout} s") from None
+            finally:
+                watcher.cancel()
+            drain_s = max(done2.values()) - t0
+            result.update({"backlog_pods_per_s": round(pods / drain_s, 1), "backlog_seconds": round(drain_s, 1),
+                           "backlog_early": early})
+            log(f"nodesim backlog drain: {pods} pods frozen on stopped nodes to Succeeded in {drain_s:.1f} s "
+                f"after the heartbeats resumed = {result['backlog_pods_per_s']} pods/s"
+                + (f" ({early} finished before the stop took hold)" if early else ""))
         return result
     finally:
         await _cleanup(kube, ns, run_id, log)
         await api.close()
+
+
+async def start_watch(kube, pods_path: str, prefix: str, expected: int, done_at: dict, failed: list,
+                      all_done: asyncio.Event) -> asyncio.Task:
+    """Watch the namespace's pods and record when each pod named prefix* reaches a final phase."""
+    lst = await kube.request("GET", pods_path, [("limit", 1)])
+    rv = lst["metadata"]["resourceVersion"]
+
+    async def watch():
+        nonlocal rv
+        while not all_done.is_set():
+            q = [("watch", "true"), ("resourceVersion", rv), ("timeoutSeconds", "300")]
+            async for ev in kube.stream(pods_path, q, read_timeout=330):
+                obj = ev.get("object") or {}
+                rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                phase = (obj.get("status") or {}).get("phase")
+                name = obj.get("metadata", {}).get("name", "")
+                if phase in ("Succeeded", "Failed") and name.startswith(prefix) and name not in done_at:
+                    done_at[name] = time.time()
+                    if phase == "Failed":
+                        failed.append(name)
+                    if len(done_at) == expected:
+                        all_done.set()
+                        return
+
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)
+    return task
+
+
+async def _set_heartbeat(kube, names: list, value, concurrency: int) -> None:
+    await run_pool(len(names), concurrency, lambda i: retry(lambda: kube.request(
+        "PATCH", f"/api/v1/nodes/{names[i]}", body={"metadata": {"annotations": {sim.HEARTBEAT_ANNOTATION: value}}},
+        content_type=sim.MERGE)))
 
 
 async def _progress(log, counts, total, t0):
@@ -261,6 +306,7 @@ def main(argv=None) -> int:
     ap.add_argument("--create-concurrency", type=int, default=32)
     ap.add_argument("--duration", type=float, default=0.0, help="seconds each pod runs (default 0: instant)")
     ap.add_argument("--timeout", type=float, default=1200.0)
+    ap.add_argument("--no-backlog", action="store_true", help="skip the backlog-drain phase")
     ap.add_argument("--external-sim", action="store_true", help="a simulator already serves fake nodes")
     ap.add_argument("--sim-log", default=None, help="log file of the simulator this script starts")
     ap.add_argument("--json", action="store_true", help="print the result as JSON too")
@@ -270,7 +316,7 @@ def main(argv=None) -> int:
     proc = None if args.external_sim else start_sim(args.kubeconfig, Path(args.sim_log) if args.sim_log else None)
     try:
         r = asyncio.run(bench(args.kubeconfig, args.nodes, args.pods, args.create_concurrency,
-                              args.duration, args.timeout))
+                              args.duration, args.timeout, backlog=not args.no_backlog))
     finally:
         if proc is not None:
             proc.terminate()

@@ -1,0 +1,29 @@
+"""Node-group providers: how the Kubernetes Nodes of a pool come and go.
+
+A provider answers two questions for the reconcile engine: grow the group by n nodes,
+and let a given node go. Membership itself is always read back from the Nodes'
+`podbatch.io/pool` label, so the API server stays the only truth.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from podbatch.nodegroups.kwok import KwokProvider
+from podbatch.nodegroups.static import StaticProvider
+
+
+class NodeGroupProvider(Protocol):
+    async def grow(self, pool: dict, members: list[dict], count: int, all_nodes: dict[str, dict], low_priority: int) -> list[str]:
+        """Add up to `count` nodes; returns errors (empty when all were added)."""
+
+    async def release(self, pool: dict, node: dict) -> None:
+        """Give one node back (delete it, or remove podbatch's labels and taints)."""
+
+
+def provider_for(pool: dict, kube) -> NodeGroupProvider:
+    kind = ((pool["spec"].get("nodeGroup") or {}).get("provider")) or "kwok"
+    if kind == "static":
+        return StaticProvider(kube)
+    if kind == "kwok":
+        return KwokProvider(kube)
+    raise NotImplementedError(f"node-group provider {kind!r} is not implemented yet (clusterapi comes later)")

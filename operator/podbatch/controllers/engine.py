@@ -1,0 +1,730 @@
+"""The reconcile engine: one loop that turns what the store shows into API writes.
+
+Handlers only record changes; this loop gathers them (debounced), then in one pass:
+ 1. pools: grow or shrink their node groups, keep one ComputeNode per member Node;
+ 2. compute nodes: derive each Batch node state, run the node-preparation (start task)
+    pod of each boot, carry out reboot / reimage / disable / remove;
+ 3. tasks in flight: advance their state machine from their pod;
+ 4. scheduling: per pool, snapshot → core.scheduler.plan → bindings, each written as the
+    task's status first and its pod second (so a crash in between only recreates the
+    same pod name, never a second attempt);
+ 5. jobs: exact counts recomputed from the store, and the job state machine.
+Per-pass cost follows what changed and what is queued, not the total ever seen.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+
+import kopf
+
+from podbatch import API_VERSION
+from podbatch.api import InvalidObject, validate_object
+from podbatch.config import Settings
+from podbatch.controllers.kube import Kube
+from podbatch.controllers.store import Store, key
+from podbatch.core import jobs as jobcore
+from podbatch.core import naming, pods, scheduler
+from podbatch.core.durations import seconds
+from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
+from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, Outcome, complete, new_attempt, observe_attempt
+from podbatch import metrics
+from podbatch.nodegroups import provider_for
+
+log = logging.getLogger("podbatch.engine")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(s: str | None) -> float | None:
+    if not s:
+        return None
+    return datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+
+
+def condition(ctype: str, ok: bool, reason: str, message: str, generation: int | None = None) -> dict:
+    return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message,
+            "lastTransitionTime": now_iso(), "observedGeneration": generation}
+
+
+def _same_conditions(old: list | None, new: list) -> bool:
+    strip = lambda cs: [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in cs or []]
+    return strip(old) == strip(new)
+
+
+def _event(body: dict, etype: str, reason: str, message: str) -> None:
+    try:
+        kopf.event(body, type=etype, reason=reason, message=message)
+    except Exception:   # events are best effort
+        log.debug("event not posted", exc_info=True)
+
+
+class Engine:
+    def __init__(self, store: Store, kube: Kube, settings: Settings) -> None:
+        self.store, self.kube, self.settings = store, kube, settings
+        self.invalid: dict[str, str] = {}        # object key -> last reported validation message
+        self._terminate_requests: set[str] = set()   # jobs a task's exit conditions asked to terminate
+        self._inflight: dict[str, set[str]] = {}
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        while not self.store.synced:
+            await asyncio.sleep(0.2)
+        while True:
+            try:
+                await asyncio.wait_for(self.store.changed.wait(), timeout=self.settings.tick_seconds)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(self.settings.debounce_seconds)
+            self.store.changed.clear()
+            started = time.monotonic()
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile pass failed; retrying")
+                await asyncio.sleep(1)
+                self.store.changed.set()
+            metrics.RECONCILE_PASS_SECONDS.observe(time.monotonic() - started)
+
+    async def reconcile(self) -> None:
+        s = self.store
+        dirty_pools, s.dirty_pools = s.dirty_pools | set(s.pools), set()   # pools are few: always
+        dirty_tasks, s.dirty_tasks = s.dirty_tasks, set()
+        dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
+        for pk in list(dirty_pools):
+            if pk in s.pools:
+                await self.reconcile_pool(s.pools[pk])
+        node_view = await self.reconcile_nodes()
+        dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
+        dirty_jobs |= await self.schedule(node_view)
+        for jk in dirty_jobs | self._jobs_with_timers():
+            if jk in s.jobs:
+                await self.reconcile_job(s.jobs[jk])
+        self._gauge_tasks()
+
+    # ------------------------------------------------------------------ helpers
+    async def _patch_status(self, plural: str, body: dict, status: dict) -> dict | None:
+        meta = body["metadata"]
+        res = await self.kube.patch_status(plural, meta["namespace"], meta["name"], status)
+        if res:
+            put = {"pools": self.store.put_pool, "computenodes": self.store.put_cnode,
+                   "jobs": self.store.put_job, "tasks": self.store.put_task}[plural]
+            put(res)
+        return res
+
+    def _validate(self, body: dict) -> str | None:
+        """None when valid; otherwise report once as a condition + Event and return the message."""
+        k = f"{body['kind']}/{body['metadata'].get('namespace')}/{body['metadata']['name']}@{body['metadata'].get('generation')}"
+        if k in self.invalid:
+            return self.invalid[k]
+        try:
+            meta = {k2: v for k2, v in body["metadata"].items() if k2 in ("name", "namespace", "labels", "annotations")}
+            validate_object({"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": meta, "spec": body.get("spec")})
+            return None
+        except InvalidObject as e:
+            msg = str(e)
+        except Exception as e:  # a model bug must not stop the engine
+            log.warning("validation of %s raised %r", k, e)
+            return None
+        self.invalid[k] = msg
+        _event(body, "Warning", "InvalidSpec", msg)
+        return msg
+
+    # ------------------------------------------------------------------ 1. pools
+    async def reconcile_pool(self, pool: dict) -> None:
+        meta, spec = pool["metadata"], pool["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        pk = key(ns, name)
+        status = pool.get("status") or {}
+        invalid = self._validate(pool)
+        if invalid:
+            conds = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Pool spec and apply it again.", meta.get("generation"))]
+            if not _same_conditions(status.get("conditions"), conds):
+                await self._patch_status("pools", pool, {"conditions": conds})
+            return
+        members = self.store.pool_members(ns, name)
+        deleting = bool(meta.get("deletionTimestamp"))
+        target = 0 if deleting else int(spec.get("targetDedicatedNodes", 0)) + int(spec.get("targetLowPriorityNodes", 0))
+        errors: list[dict] = []
+        try:
+            provider = provider_for(pool, self.kube)
+        except NotImplementedError as e:
+            provider, errors = None, [{"code": "ProviderNotImplemented", "message": str(e)}]
+        live = [m for m in members if not m["metadata"].get("deletionTimestamp")]
+        if provider and len(live) < target:
+            msgs = await provider.grow(pool, live, target - len(live), self.store.knodes, int(spec.get("targetLowPriorityNodes", 0)))
+            errors += [{"code": "InsufficientNodes", "message": m} for m in msgs]
+        elif provider and len(live) > target:
+            await self._shrink(pool, provider, live, len(live) - target)
+        # one ComputeNode per member Node
+        cnodes = {c["spec"]["nodeName"]: c for c in self.store.cnodes_of(pk)}
+        member_names = {m["metadata"]["name"] for m in members}
+        for m in members:
+            mname = m["metadata"]["name"]
+            if mname not in cnodes and not m["metadata"].get("deletionTimestamp"):
+                await self.kube.create_object("computenodes", ns, {
+                    "apiVersion": API_VERSION, "kind": "ComputeNode",
+                    "metadata": {"name": self._cnode_name(name, mname, ns), "namespace": ns,
+                                 "labels": {naming.LABEL_POOL: naming.label_value(name)},
+                                 "ownerReferences": [pods.owner_reference(pool)]},
+                    "spec": {"poolName": name, "nodeName": mname,
+                             "isDedicated": naming.LABEL_LOW_PRIORITY not in (m["metadata"].get("labels") or {})}})
+        for node_name, c in cnodes.items():
+            if node_name not in member_names and not c["metadata"].get("deletionTimestamp"):
+                await self.kube.delete_object("computenodes", ns, c["metadata"]["name"])
+        # status
+        states = [((c.get("status") or {}).get("state") or "creating") for c in cnodes.values() if c["spec"]["nodeName"] in member_names]
+        counts = {k: 0 for k in ("creating", "starting", "waitingForStartTask", "startTaskFailed", "idle", "running",
+                                 "offline", "rebooting", "reimaging", "leavingPool", "unusable")}
+        camel = {"waitingforstarttask": "waitingForStartTask", "starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool"}
+        for st in states:
+            ck = camel.get(st, st)
+            if ck in counts:
+                counts[ck] += 1
+        counts["total"] = len(members)
+        low = sum(1 for m in members if naming.LABEL_LOW_PRIORITY in (m["metadata"].get("labels") or {}))
+        alloc = "stopping" if deleting else ("steady" if len(members) == target and not any(m["metadata"].get("deletionTimestamp") for m in members) else "resizing")
+        if errors:
+            alloc = "steady" if len(members) >= len(live) and alloc == "resizing" and not deleting else alloc
+        new = {"allocationState": alloc, "currentDedicatedNodes": len(members) - low, "currentLowPriorityNodes": low,
+               "nodeCounts": counts, "resizeErrors": errors or None, "observedGeneration": meta.get("generation")}
+        ready = counts["idle"] + counts["running"]
+        conds = [condition("Valid", True, "SpecAccepted", "the pool spec is valid", meta.get("generation")),
+                 condition("Ready", ready > 0, "NodesReady" if ready else "NoNodeReady",
+                           f"{ready} of {len(members)} nodes can take tasks", meta.get("generation"))]
+        if errors:
+            conds.append(condition("ResizeError", True, errors[0]["code"], errors[0]["message"], meta.get("generation")))
+        if alloc != status.get("allocationState"):
+            new["allocationStateTransitionTime"] = now_iso()
+            if alloc == "steady" and status.get("allocationState") == "resizing":
+                _event(pool, "Normal", "ResizeComplete", f"pool has {len(members)} nodes")
+        changed = any(status.get(k) != v for k, v in new.items()) or not _same_conditions(status.get("conditions"), conds)
+        if changed:
+            new["conditions"] = conds
+            await self._patch_status("pools", pool, new)
+
+    @staticmethod
+    def _cnode_name(pool: str, node_name: str, ns: str) -> str:
+        prefix = naming.kwok_node_name(ns, pool, 0)[:-1]
+        suffix = node_name[len(prefix):] if node_name.startswith(prefix) else node_name
+        return naming.label_value(f"{pool}-{suffix}")
+
+    async def _shrink(self, pool: dict, provider, members: list[dict], count: int) -> None:
+        """Prefer idle nodes; apply nodeDeallocationOption to tasks on the others."""
+        option = pool["spec"].get("nodeDeallocationOption", "requeue")
+        pk = body_key(pool)
+        by_node = {c["spec"]["nodeName"]: c for c in self.store.cnodes_of(pk)}
+        load = self._inflight_by_cnode()
+
+        def busy(m: dict) -> int:
+            c = by_node.get(m["metadata"]["name"])
+            return len(load.get(body_key(c), ())) if c else 0
+        victims = sorted(members, key=lambda m: (busy(m), m["metadata"]["name"]), reverse=False)
+        victims = sorted(victims[:count], key=lambda m: m["metadata"]["name"])
+        for m in victims:
+            c = by_node.get(m["metadata"]["name"])
+            tasks = load.get(body_key(c), set()) if c else set()
+            if tasks and option in ("taskcompletion", "retaineddata"):
+                if c and (c["spec"].get("schedulingState") != "disabled"):
+                    await self.kube.patch_object("computenodes", c["metadata"]["namespace"], c["metadata"]["name"],
+                                                 {"spec": {"schedulingState": "disabled", "nodeDisableSchedulingOption": "taskcompletion"}})
+                continue   # released once its tasks end
+            await self._stop_tasks(tasks, option, "the node was removed from the pool")
+            await provider.release(pool, m)
+
+    # ------------------------------------------------------------------ 2. compute nodes
+    def _inflight_by_cnode(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for tk, t in self.store.tasks.items():
+            st = t.get("status") or {}
+            if st.get("state") in (PREPARING, RUNNING) and st.get("nodeInfo"):
+                out.setdefault(key(t["metadata"]["namespace"], st["nodeInfo"].get("nodeId", "")), set()).add(tk)
+        return out
+
+    async def reconcile_nodes(self) -> dict:
+        """Derive every compute node's state; returns {cnode key: (state, schedulable, body)}."""
+        s = self.store
+        inflight = self._inflight_by_cnode()
+        view: dict[str, tuple[str, bool, dict]] = {}
+        for ck, c in list(s.cnodes.items()):
+            view[ck] = await self.reconcile_node(ck, c, inflight.get(ck, set()))
+        self._inflight = inflight
+        return view
+
+    async def reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
+        s = self.store
+        ns = c["metadata"]["namespace"]
+        spec, status = c["spec"], c.get("status") or {}
+        pool = s.pools.get(key(ns, spec["poolName"]))
+        knode = s.knodes.get(spec["nodeName"])
+        if pool is None:
+            return status.get("state", "unusable"), False, c
+        handled = dict(status.get("handledRequests") or {})
+        start = pool["spec"].get("startTask") or {}
+        wait = start.get("waitForSuccess", True) if start.get("commandLine") else True
+        max_retry = int(start.get("maxTaskRetryCount", 0)) if start.get("commandLine") else 0
+        sched_enabled = spec.get("schedulingState", "enabled") == "enabled"
+        rebooting = ""
+        # --- node operations: reboot / reimage / remove / disable scheduling
+        for op, opt_key in (("remove", "nodeDeallocationOption"), ("reimage", "nodeReimageOption"), ("reboot", "nodeRebootOption")):
+            req = spec.get(op) or {}
+            if req.get("requestId") and req["requestId"] != handled.get(op):
+                option = req.get(opt_key, "requeue")
+                if tasks and option in ("taskcompletion", "retaineddata"):
+                    rebooting = {"reboot": "rebooting", "reimage": "reimaging", "remove": ""}[op]
+                    sched_enabled = False
+                    break
+                await self._stop_tasks(tasks, option, f"node {op} requested")
+                if op == "remove":
+                    prov = provider_for(pool, self.kube)
+                    if knode:
+                        await prov.release(pool, knode)
+                    handled[op] = req["requestId"]
+                    await self._patch_status("computenodes", c, {"handledRequests": handled, "state": "leavingpool",
+                                                                  "stateTransitionTime": now_iso()})
+                    return "leavingpool", False, c
+                for pk_ in list(s.prep_pods.get(ck, ())):
+                    await self.kube.delete_pod(ns, pk_.split("/", 1)[1], grace=0)
+                handled[op] = req["requestId"]
+                res = await self._patch_status("computenodes", c, {"handledRequests": handled, "startTaskInfo": None,
+                                                                   "lastBootTime": now_iso()})
+                c = res or c
+                status = c.get("status") or {}
+                _event(c, "Normal", op.capitalize(), f"node {op} carried out ({option})")
+                rebooting = {"reboot": "rebooting", "reimage": "reimaging"}[op]
+                tasks = set()
+                break
+        if not sched_enabled and spec.get("schedulingState") == "disabled" and tasks:
+            option = spec.get("nodeDisableSchedulingOption", "requeue")
+            if option in ("requeue", "terminate") and status.get("schedulingState") != "disabled":
+                await self._stop_tasks(tasks, option, "scheduling was disabled on the node")
+                tasks = set()
+        # --- node preparation pod of this boot
+        boot = naming.boot_token(f"{handled.get('reboot', '')}|{handled.get('reimage', '')}".strip("|") or None)
+        wipe = bool(handled.get("reimage"))
+        preps = {}
+        for pk_ in s.prep_pods.get(ck, ()):
+            rec = s.pods.get(pk_)
+            if rec and rec.boot == boot:
+                retry = int(pk_.rsplit("-", 1)[1])
+                preps[retry] = rec
+        info = dict(status.get("startTaskInfo") or {})
+        prep_phase, failed_for_good = "", False
+        ready = _ready(knode)
+        if knode and ready == "True" and not rebooting.startswith("x"):
+            retry = max(preps) if preps else 0
+            rec = preps.get(retry)
+            placement = self._placement(pool, c)
+            if rec is None:
+                await self.kube.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry,
+                                                             wipe=wipe, tools_image=self.settings.tools_image,
+                                                             owner=pods.owner_reference(c)))
+                prep_phase = "Pending"
+            else:
+                prep_phase = rec.view.phase
+                if prep_phase == "Failed" and (max_retry == -1 or retry < max_retry):
+                    await self.kube.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry + 1,
+                                                                 wipe=False, tools_image=self.settings.tools_image,
+                                                                 owner=pods.owner_reference(c)))
+                    prep_phase = "Pending"
+                elif prep_phase == "Failed":
+                    failed_for_good = True
+                if rec.view.phase in ("Running", "Succeeded", "Failed"):
+                    new_info = {"state": "completed" if rec.view.phase in ("Succeeded", "Failed") else "running",
+                                "startTime": rec.view.started_at, "endTime": rec.view.finished_at,
+                                "exitCode": rec.view.exit_code, "retryCount": retry,
+                                "result": {"Succeeded": "success", "Failed": "failure"}.get(rec.view.phase)}
+                    if failed_for_good and not info.get("stderrTail"):
+                        tail = await self.kube.pod_log_tail(ns, rec.view.name, "start-task")
+                        new_info["stderrTail"] = tail[-1000:]
+                        new_info["failureInfo"] = {"category": "UserError", "code": "FailureExitCode",
+                                                   "message": f"The start task exited with code {rec.view.exit_code}"}
+                        _event(c, "Warning", "StartTaskFailed", f"start task exited {rec.view.exit_code} on {spec['nodeName']}")
+                    info = {**info, **{k: v for k, v in new_info.items() if v is not None}}
+        facts = NodeFacts(exists=knode is not None, ready=ready, ever_ready=bool(status.get("lastBootTime")),
+                          prep_phase=prep_phase if rebooting == "" else "", prep_failed_for_good=failed_for_good,
+                          wait_for_success=wait, scheduling_enabled=sched_enabled, running_tasks=len(tasks),
+                          rebooting=rebooting if rebooting and tasks else "")
+        state = node_state(facts)
+        if rebooting and not tasks and prep_phase != "Succeeded":
+            state = rebooting
+        if state == "unusable" and tasks:
+            await self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} is not ready", force=True)
+        # a node leaving through taskcompletion: release when empty
+        pool_members = {m["metadata"]["name"] for m in s.pool_members(ns, spec["poolName"])}
+        addr = _address(knode)
+        new = {"state": state, "schedulingState": "enabled" if sched_enabled else "disabled",
+               "runningTasksCount": len(tasks),
+               "runningTaskSlotsCount": sum(int(s.tasks[t]["spec"].get("requiredSlots", 1)) for t in tasks if t in s.tasks),
+               "isDedicated": spec.get("isDedicated", True), "ipAddress": addr, "startTaskInfo": info or None}
+        if state in ("idle", "running") and not status.get("lastBootTime"):
+            new["lastBootTime"] = now_iso()
+        if state != status.get("state"):
+            new["stateTransitionTime"] = now_iso()
+        if any(status.get(k) != v for k, v in new.items()):
+            res = await self._patch_status("computenodes", c, new)
+            c = res or c
+        del pool_members
+        return state, is_schedulable(state, sched_enabled), c
+
+    def _placement(self, pool: dict, c: dict) -> pods.Placement:
+        return pods.Placement(namespace=c["metadata"]["namespace"], pool=pool["metadata"]["name"],
+                              node_name=c["spec"]["nodeName"], compute_node=c["metadata"]["name"],
+                              is_dedicated=c["spec"].get("isDedicated", True),
+                              node_root=pool["spec"].get("nodeRootDir") or self.settings.node_root)
+
+    async def _stop_tasks(self, tasks: set[str], option: str, why: str, force: bool = False) -> None:
+        """requeue: back to the queue without using a retry; terminate: completed, failed."""
+        for tk in list(tasks):
+            t = self.store.tasks.get(tk)
+            if not t:
+                continue
+            st = t.get("status") or {}
+            if st.get("state") not in (PREPARING, RUNNING):
+                continue
+            if option == "terminate":
+                new = complete(st, now=now_iso(), exit_code=None, result="failure",
+                               failure={"category": "ServerError", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
+            else:
+                new = new_attempt(st, now=now_iso(), kind="requeue", reason=why)
+                metrics.TASK_REQUEUES.inc()
+            # status first: the old attempt is no longer current, then its pod goes
+            await self._patch_status("tasks", t, new)
+            if st.get("podName"):
+                await self.kube.delete_pod(t["metadata"]["namespace"], st["podName"], grace=0 if force else None)
+            _event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why)
+
+    # ------------------------------------------------------------------ 3. tasks
+    async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
+        s = self.store
+        touched_jobs: set[str] = set()
+        now = now_iso()
+        for tk in dirty:
+            t = s.tasks.get(tk)
+            if not t:
+                continue
+            st = t.get("status") or {}
+            ns = t["metadata"]["namespace"]
+            job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
+            state = st.get("state")
+            if not state:
+                invalid = self._validate(t)
+                init = {"state": ACTIVE, "stateTransitionTime": now, "attempt": 1,
+                        "executionInfo": {"retryCount": 0, "requeueCount": 0}}
+                if invalid:
+                    init["conditions"] = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]
+                await self._patch_status("tasks", t, init)
+                touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+                continue
+            if state == COMPLETED:
+                await self._retention(t, st)
+                continue
+            if state not in (PREPARING, RUNNING) or job is None:
+                continue
+            pod_rec = s.pods.get(key(ns, st.get("podName") or ""))
+            cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
+            nstate = node_view.get(cnode_key, ("unusable", False, None))[0]
+            out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
+                                           pod=pod_rec.view if pod_rec else None, now=now,
+                                           node_lost=nstate in ("unusable",) or cnode_key not in s.cnodes)
+            await self._apply_outcome(t, st, out, job)
+            if out.status:
+                touched_jobs.add(key(ns, t["spec"]["jobName"]))
+        return touched_jobs
+
+    async def _apply_outcome(self, t: dict, st: dict, out: Outcome, job: dict) -> None:
+        ns = t["metadata"]["namespace"]
+        if out.status:
+            await self._patch_status("tasks", t, out.status)
+            metrics.TASK_TRANSITIONS.labels(out.status.get("state", st.get("state"))).inc()
+            if out.status.get("state") == ACTIVE and (out.status.get("executionInfo") or {}).get("retryCount", 0) > (st.get("executionInfo") or {}).get("retryCount", 0):
+                metrics.TASK_RETRIES.inc()
+            if out.completed:
+                info = out.status.get("executionInfo") or {}
+                a, b = parse_time(info.get("startTime")), parse_time(info.get("endTime"))
+                if a and b:
+                    metrics.TASK_RUN_SECONDS.observe(max(0.0, b - a))
+        if out.delete_pod:
+            await self.kube.delete_pod(ns, out.delete_pod, grace=0 if out.force_delete else None)
+        if out.create_pod:
+            await self._create_task_pod(t, st, job)
+        if out.event:
+            _event(t, *out.event)
+        if out.job_action in ("terminate", "disable") and job["spec"].get("onTaskFailure") == "performexitoptionsjobaction":
+            if out.job_action == "terminate":
+                self._terminate_requests.add(key(ns, job["metadata"]["name"]))
+            else:
+                await self.kube.patch_object("jobs", ns, job["metadata"]["name"], {"spec": {"desiredState": "disabled", "disableTasks": "wait"}})
+
+    async def _create_task_pod(self, t: dict, st: dict, job: dict) -> None:
+        s = self.store
+        ns = t["metadata"]["namespace"]
+        ni = st.get("nodeInfo") or {}
+        c = s.cnodes.get(key(ns, ni.get("nodeId", "")))
+        pool = s.pools.get(key(ns, ni.get("poolId", "")))
+        if not c or not pool:
+            return
+        pod = pods.task_pod(task=t, job=job, pool_spec=pool["spec"], placement=self._placement(pool, c),
+                            attempt=int(st.get("attempt", 1)), owner=pods.owner_reference(t))
+        res = await self.kube.create_pod(pod)
+        if res:
+            s.put_pod(res)
+
+    async def _retention(self, t: dict, st: dict) -> None:
+        keep = seconds((t["spec"].get("constraints") or {}).get("retentionTime")) or 7 * 86400
+        end = parse_time((st.get("executionInfo") or {}).get("endTime"))
+        pod = st.get("podName")
+        if pod and end and time.time() - end > keep and key(t["metadata"]["namespace"], pod) in self.store.pods:
+            await self.kube.delete_pod(t["metadata"]["namespace"], pod)
+
+    # ------------------------------------------------------------------ 4. scheduling
+    def _ready_tasks_by_pool(self) -> tuple[dict[str, list], dict[str, scheduler.JobView], dict[str, dict]]:
+        s = self.store
+        jobs: dict[str, scheduler.JobView] = {}
+        tasks: dict[str, list] = {}
+        waiting_deps: dict[str, dict] = {}
+        seq = 0
+        for jk, j in s.jobs.items():
+            jst = j.get("status") or {}
+            if jst.get("state") in ("completed", "terminating", "deleting") or j["metadata"].get("deletionTimestamp"):
+                continue
+            pool_id = (j["spec"].get("poolInfo") or {}).get("poolId") or ""
+            pk = key(j["metadata"]["namespace"], pool_id)
+            running = 0
+            ids = None
+            for tk in s.tasks_by_job.get(jk, ()):
+                t = s.tasks.get(tk)
+                if not t:
+                    continue
+                st = t.get("status") or {}
+                state = st.get("state")
+                if state in (PREPARING, RUNNING):
+                    running += 1
+                    continue
+                if state != ACTIVE or any(c.get("reason") == "InvalidSpec" and c.get("status") == "False" for c in st.get("conditions") or []):
+                    continue
+                if t["spec"].get("desiredState") == "terminated":
+                    continue
+                deps = t["spec"].get("dependsOn")
+                if deps and j["spec"].get("usesTaskDependencies"):
+                    if ids is None:
+                        ids = {(x["spec"].get("id") or x["metadata"]["name"]): x for x in (s.tasks.get(k2) for k2 in s.tasks_by_job.get(jk, ())) if x}
+                    blocker = _blocking_dependency(deps, ids)
+                    if blocker:
+                        waiting_deps[tk] = {"reason": "WaitingForDependencies", "message": blocker, "queuePosition": 0}
+                        continue
+                seq += 1
+                tasks.setdefault(pk, []).append(scheduler.TaskView(
+                    key=tk, job=jk, required_slots=int(t["spec"].get("requiredSlots", 1)),
+                    priority=int(t["spec"].get("priority", 0)), seq=_seq(t, seq),
+                    instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1))))
+            jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
+                                         enabled=jst.get("state", "active") in ("active", "enabling"),
+                                         max_parallel_tasks=int(j["spec"].get("maxParallelTasks", -1)), running_tasks=running)
+        return tasks, jobs, waiting_deps
+
+    async def schedule(self, node_view: dict) -> set[str]:
+        s = self.store
+        ready, jobs, waiting_deps = self._ready_tasks_by_pool()
+        touched: set[str] = set()
+        now = now_iso()
+        pending_writes = []
+        for pk, tlist in ready.items():
+            pool = s.pools.get(pk)
+            nodes = []
+            if pool:
+                for ck, (state, schedulable, c) in node_view.items():
+                    if c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] != pk:
+                        continue
+                    used = sum(int(s.tasks[t]["spec"].get("requiredSlots", 1)) for t in self._inflight.get(ck, ()) if t in s.tasks)
+                    nodes.append(scheduler.NodeView(name=ck, pool=pk, slots_total=int(pool["spec"].get("taskSlotsPerNode", 1)),
+                                                    slots_used=used, schedulable=schedulable, order=_order(c)))
+            pools = {pk: scheduler.PoolView(key=pk, fill_type=((pool or {}).get("spec", {}).get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread"))} if pool else {}
+            snap = scheduler.Snapshot(pools=pools, nodes=nodes, jobs={j.key: j for j in jobs.values() if j.pool == pk}, tasks=tlist)
+            t0 = time.monotonic()
+            plan = scheduler.plan(snap)
+            metrics.SCHEDULER_PASS_SECONDS.observe(time.monotonic() - t0)
+            for b in plan.bindings:
+                pending_writes.append(self._bind(b, pool, now))
+                touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
+            for tk, p in plan.pending.items():
+                pending_writes.append(self._set_pending(tk, {"reason": p.reason, "message": p.message, "queuePosition": p.queue_position}))
+        for tk, p in waiting_deps.items():
+            pending_writes.append(self._set_pending(tk, p))
+        if pending_writes:
+            await asyncio.gather(*pending_writes)
+        return touched
+
+    async def _set_pending(self, tk: str, reason: dict) -> None:
+        t = self.store.tasks.get(tk)
+        if not t:
+            return
+        old = (t.get("status") or {}).get("pendingReason") or {}
+        if old.get("reason") == reason["reason"] and old.get("message") == reason["message"]:
+            return   # positions move constantly; rewrite only when the reason changes
+        await self._patch_status("tasks", t, {"pendingReason": reason})
+
+    async def _bind(self, b, pool: dict, now: str) -> None:
+        s = self.store
+        t = s.tasks[b.task]
+        st = t.get("status") or {}
+        ns = t["metadata"]["namespace"]
+        c = s.cnodes[b.nodes[0]]
+        attempt = int(st.get("attempt", 1))
+        root = pods.node_root_dir(self._placement(pool, c))
+        tid = t["spec"].get("id") or t["metadata"]["name"]
+        new = {"state": PREPARING, "previousState": st.get("state"), "stateTransitionTime": now, "attempt": attempt,
+               "podName": naming.task_pod_name(t["metadata"]["name"], attempt), "pendingReason": None,
+               "nodeInfo": {"poolId": pool["metadata"]["name"], "nodeId": c["metadata"]["name"],
+                            "nodeName": c["spec"]["nodeName"],
+                            "taskRootDirectory": f"{root}/workitems/{t['spec']['jobName']}/job-1/{tid}"}}
+        res = await self._patch_status("tasks", t, new)
+        if not res:
+            return
+        self._inflight.setdefault(b.nodes[0], set()).add(b.task)
+        job = s.jobs.get(key(ns, t["spec"]["jobName"]))
+        if job:
+            await self._create_task_pod(res, res.get("status") or {}, job)
+        metrics.BINDINGS.inc()
+        if attempt == 1:
+            created = parse_time(t["metadata"].get("creationTimestamp"))
+            if created:
+                metrics.SCHEDULING_LATENCY.observe(max(0.0, time.time() - created))
+
+    # ------------------------------------------------------------------ 5. jobs
+    def _jobs_with_timers(self) -> set[str]:
+        return {k for k, j in self.store.jobs.items()
+                if (j["spec"].get("constraints") or {}).get("maxWallClockTime") and (j.get("status") or {}).get("state") not in ("completed",)}
+
+    async def reconcile_job(self, job: dict) -> None:
+        s = self.store
+        meta, spec = job["metadata"], job["spec"]
+        ns = meta["namespace"]
+        jk = key(ns, meta["name"])
+        status = job.get("status") or {}
+        invalid = self._validate(job)
+        counts, slots = jobcore.empty_counts(), jobcore.empty_counts()
+        running: set[str] = set()
+        for tk in s.tasks_by_job.get(jk, ()):
+            t = s.tasks.get(tk)
+            if not t:
+                continue
+            st = t.get("status") or {}
+            jobcore.add_task(counts, slots, st.get("state"), (st.get("executionInfo") or {}).get("result"),
+                             int(t["spec"].get("requiredSlots", 1)))
+            if st.get("state") in (PREPARING, RUNNING):
+                running.add(tk)
+        pool_id = (spec.get("poolInfo") or {}).get("poolId")
+        info = dict(status.get("executionInfo") or {})
+        info.setdefault("startTime", meta.get("creationTimestamp"))
+        info["poolId"] = pool_id
+        sched_err = None
+        if pool_id and key(ns, pool_id) not in s.pools:
+            sched_err = {"category": "UserError", "code": "PoolNotFound",
+                         "message": f"pool {pool_id!r} does not exist in namespace {ns}; create it or fix spec.poolInfo.poolId"}
+        elif not pool_id:
+            sched_err = {"category": "UserError", "code": "NoPool",
+                         "message": "spec.poolInfo.poolId is empty; name the Pool this job runs on (autoPoolSpecification is not supported yet)"}
+        info["schedulingError"] = sched_err
+        wall = seconds((spec.get("constraints") or {}).get("maxWallClockTime"))
+        started = parse_time(info.get("startTime"))
+        expired = bool(wall and started and time.time() - started > wall)
+        step = jobcore.job_step(jobcore.JobFacts(
+            state=status.get("state", ""), desired=spec.get("desiredState", "active"),
+            disable_tasks=spec.get("disableTasks", "requeue"), on_all_complete=spec.get("onAllTasksComplete", "noaction"),
+            counts=counts, wall_clock_expired=expired, task_requested_terminate=jk in self._terminate_requests))
+        if step.stop_running and running:
+            await self._stop_tasks(running, step.stop_running,
+                                   f"job {meta['name']} is {step.state} ({step.terminate_reason or spec.get('disableTasks', '')})")
+        if step.terminate_reason and not info.get("terminateReason"):
+            info["terminateReason"] = step.terminate_reason
+        if step.state == "completed" and not info.get("endTime"):
+            info["endTime"] = now_iso()
+            self._terminate_requests.discard(jk)
+            _event(job, "Normal", "JobCompleted", f"{counts['succeeded']} succeeded, {counts['failed']} failed"
+                   + (f"; {info.get('terminateReason')}" if info.get("terminateReason") else ""))
+        conds = [condition("Valid", invalid is None, "InvalidSpec" if invalid else "SpecAccepted",
+                           f"{invalid}. Fix the Job and apply it again." if invalid else "the job spec is valid", meta.get("generation"))]
+        if sched_err:
+            conds.append(condition("Schedulable", False, sched_err["code"], sched_err["message"], meta.get("generation")))
+            if status.get("executionInfo", {}).get("schedulingError") != sched_err:
+                _event(job, "Warning", sched_err["code"], sched_err["message"])
+        conds.append(condition("Completed", step.state == "completed", info.get("terminateReason") or "Running",
+                               f"{counts['completed']} of {counts['active'] + counts['running'] + counts['completed']} tasks completed"))
+        new = {"state": step.state, "executionInfo": info, "taskCounts": counts, "taskSlotCounts": slots,
+               "observedGeneration": meta.get("generation")}
+        if step.state != status.get("state"):
+            new["previousState"] = status.get("state")
+            new["stateTransitionTime"] = now_iso()
+        if any(status.get(k) != v for k, v in new.items() if k not in ("previousState", "stateTransitionTime")) \
+                or not _same_conditions(status.get("conditions"), conds):
+            new["conditions"] = conds
+            await self._patch_status("jobs", job, new)
+
+    def _gauge_tasks(self) -> None:
+        counts: dict[str, int] = {}
+        for t in self.store.tasks.values():
+            st = (t.get("status") or {}).get("state") or "active"
+            counts[st] = counts.get(st, 0) + 1
+        for st in ("active", "preparing", "running", "completed"):
+            metrics.TASKS.labels(st).set(counts.get(st, 0))
+
+
+def body_key(body: dict | None) -> str:
+    if not body:
+        return ""
+    return key(body["metadata"].get("namespace", ""), body["metadata"]["name"])
+
+
+def _ready(knode: dict | None) -> str:
+    if not knode:
+        return ""
+    for c in (knode.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status", "")
+    return ""
+
+
+def _address(knode: dict | None) -> str | None:
+    for a in ((knode or {}).get("status") or {}).get("addresses") or []:
+        if a.get("type") == "InternalIP":
+            return a.get("address")
+    return None
+
+
+def _order(c: dict) -> int:
+    name = c["metadata"]["name"]
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else hash(name) % 100000
+
+
+def _seq(t: dict, fallback: int) -> int:
+    ts = parse_time(t["metadata"].get("creationTimestamp"))
+    return int(ts * 1000) * 1000 + fallback % 1000 if ts else fallback
+
+
+def _blocking_dependency(deps: dict, ids: dict[str, dict]) -> str | None:
+    """Why a task may not start yet: the first dependency not satisfied, or None."""
+    wanted = list(deps.get("taskIds") or [])
+    for r in deps.get("taskIdRanges") or []:
+        wanted.extend(str(i) for i in range(int(r["start"]), int(r["end"]) + 1))
+    for tid in wanted:
+        t = ids.get(tid)
+        if t is None:
+            return f"task {tid} does not exist (yet)"
+        st = t.get("status") or {}
+        if st.get("state") != COMPLETED:
+            return f"waiting for task {tid} ({st.get('state') or 'active'})"
+        info = st.get("executionInfo") or {}
+        if info.get("result") != "success":
+            from podbatch.core.tasks import exit_options
+            opts = exit_options(t["spec"], exit_code=info.get("exitCode"))
+            if opts.get("dependencyAction", "block") != "satisfy":
+                return f"task {tid} failed (exit code {info.get('exitCode')}) and its exit conditions block dependents"
+    return None

@@ -1,0 +1,81 @@
+"""kopf handlers: thin. Watch events only feed the store; the engine does the work.
+
+Event handlers (not create/update handlers) keep kopf from writing progress
+annotations on every Task and Pod: one watch event costs no API write here.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from podbatch import GROUP, VERSION
+from podbatch.config import Settings
+from podbatch.controllers.engine import Engine
+from podbatch.controllers.kube import Kube
+from podbatch.controllers.store import Store
+from podbatch.core import naming
+
+log = logging.getLogger("podbatch")
+STORE = Store()
+SETTINGS = Settings()
+_engine_task: asyncio.Task | None = None
+
+
+def _record(put):
+    def handler(event, **_):
+        obj = event.get("object")
+        if obj:
+            put(obj, deleted=event.get("type") == "DELETED")
+    return handler
+
+
+for plural, put in (("pools", STORE.put_pool), ("computenodes", STORE.put_cnode),
+                    ("jobs", STORE.put_job), ("tasks", STORE.put_task)):
+    kopf.on.event(GROUP, VERSION, plural)(_record(put))
+
+kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record(STORE.put_pod))
+kopf.on.event("", "v1", "nodes")(_record(STORE.put_knode))
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_) -> None:
+    global _engine_task
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.worker_limit = 2000
+    settings.execution.max_workers = 4
+    kube = await Kube.connect(SETTINGS.api_concurrency)
+    engine = Engine(STORE, kube, SETTINGS)
+    _engine_task = asyncio.create_task(engine.run(), name="podbatch-engine")
+    asyncio.create_task(_mark_synced(), name="podbatch-synced")
+    if SETTINGS.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(SETTINGS.metrics_port)
+
+
+async def _mark_synced() -> None:
+    # kopf lists every watched kind before streaming; a short settle lets the first
+    # pass see the whole picture after a restart rather than a half-listed one.
+    await asyncio.sleep(2.0)
+    STORE.synced = True
+    STORE.changed.set()
+
+
+@kopf.on.cleanup()
+async def stop(**_) -> None:
+    if _engine_task:
+        _engine_task.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, "pools")
+async def drain_pool(body, **_) -> None:
+    """Keep the Pool (its finalizer) until every node is released or deleted."""
+    STORE.put_pool(dict(body))
+    members = STORE.pool_members(body["metadata"]["namespace"], body["metadata"]["name"])
+    if members:
+        raise kopf.TemporaryError(f"releasing {len(members)} nodes", delay=2)

@@ -1,0 +1,110 @@
+"""The only module that talks to the API server for the reconcile engine.
+
+Every write is safe to repeat: 409 on create and 404 on delete count as success.
+Writes are bounded by a semaphore so a burst of bindings cannot flood the server,
+and every call is awaited on kopf's event loop (kubernetes_asyncio, never blocking).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import json
+import logging
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.rest import ApiException
+
+from podbatch import GROUP, VERSION
+from podbatch.metrics import API_ERRORS
+
+log = logging.getLogger("podbatch.kube")
+MERGE = "application/merge-patch+json"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, concurrency: int) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.sem = asyncio.Semaphore(concurrency)
+
+    @classmethod
+    async def connect(cls, concurrency: int) -> "Kube":
+        try:
+            config.load_incluster_config()
+            api = client.ApiClient()
+        except config.ConfigException:
+            api = await config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
+        api.configuration.connection_pool_maxsize = max(concurrency, 16)
+        return cls(api, concurrency)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _call(self, verb: str, kind: str, coro, *, ok: tuple[int, ...] = ()) -> Any:
+        async with self.sem:
+            try:
+                res = await coro
+                if not hasattr(res, "release"):
+                    return res
+                status, data = res.status, await _read(res)
+                if not 200 <= status <= 299:
+                    raise ApiException(status=status, reason=data[:300].decode(errors="replace"))
+                return json.loads(data) if data else {}
+            except ApiException as e:
+                if e.status in ok:
+                    return None
+                API_ERRORS.labels(verb, kind).inc()
+                log.warning("%s %s failed: %s %s", verb, kind, e.status, (e.body or e.reason or "")[:300])
+                raise
+
+    # --- pods -------------------------------------------------------------------
+    async def create_pod(self, pod: dict) -> dict | None:
+        ns = pod["metadata"]["namespace"]
+        return await self._call("create", "pod", self.core.create_namespaced_pod(ns, pod, _preload_content=False), ok=(409,))
+
+    async def delete_pod(self, ns: str, name: str, *, grace: int | None = None) -> None:
+        body = client.V1DeleteOptions(grace_period_seconds=grace, propagation_policy="Background")
+        await self._call("delete", "pod", self.core.delete_namespaced_pod(name, ns, body=body, _preload_content=False), ok=(404, 409))
+
+    # --- nodes ------------------------------------------------------------------
+    async def create_node(self, node: dict) -> None:
+        await self._call("create", "node", self.core.create_node(node, _preload_content=False), ok=(409,))
+
+    async def delete_node(self, name: str) -> None:
+        await self._call("delete", "node", self.core.delete_node(name, _preload_content=False), ok=(404,))
+
+    async def patch_node(self, name: str, patch: dict) -> None:
+        await self._call("patch", "node", self.core.patch_node(name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
+
+    # --- podbatch objects -------------------------------------------------------
+    async def patch_status(self, plural: str, ns: str, name: str, status: dict) -> dict | None:
+        return await self._call("patch", plural, self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, plural, name, {"status": status}, _content_type=MERGE, _preload_content=False), ok=(404,))
+
+    async def patch_object(self, plural: str, ns: str, name: str, patch: dict) -> dict | None:
+        return await self._call("patch", plural, self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, plural, name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
+
+    async def create_object(self, plural: str, ns: str, body: dict) -> None:
+        await self._call("create", plural, self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, plural, body, _preload_content=False), ok=(409,))
+
+    async def delete_object(self, plural: str, ns: str, name: str) -> None:
+        await self._call("delete", plural, self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, ns, plural, name, _preload_content=False), ok=(404,))
+
+    async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
+        try:
+            async with self.sem:
+                return await self.core.read_namespaced_pod_log(name, ns, container=container, tail_lines=lines)
+        except ApiException:
+            return ""
+
+
+async def _read(resp) -> bytes:
+    try:
+        return await resp.read()
+    finally:
+        resp.release()

@@ -1,0 +1,25 @@
+"""`podbatch-operator`: run the operator (standalone, all namespaces or PODBATCH_NAMESPACES)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="podbatch-operator", description=__doc__)
+    p.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args()
+    from podbatch.controllers import handlers  # registers the handlers; validates settings
+    import kopf
+    level = logging.DEBUG if args.verbose else getattr(logging, handlers.SETTINGS.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    namespaces = handlers.SETTINGS.namespace_list
+    asyncio.run(kopf.operator(standalone=True, clusterwide=not namespaces, namespaces=namespaces or (),
+                              liveness_endpoint=args.liveness))
+
+
+if __name__ == "__main__":
+    main()

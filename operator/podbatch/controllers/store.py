@@ -1,0 +1,145 @@
+"""What the operator knows, rebuilt from watches after every start: the API server is
+the only truth. Handlers put objects here and mark what changed; the engine reads it.
+
+Pods are kept compact (labels + the fields the state machines read), not whole.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+from podbatch.core import naming
+from podbatch.core.tasks import PodView, pod_view
+
+
+def key(ns: str, name: str) -> str:
+    return f"{ns}/{name}"
+
+
+def body_key(body: dict) -> str:
+    return key(body["metadata"].get("namespace", ""), body["metadata"]["name"])
+
+
+def _rv(body: dict) -> int:
+    try:
+        return int(body["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass(slots=True)
+class PodRecord:
+    namespace: str
+    labels: dict
+    boot: str
+    view: PodView
+
+
+class Store:
+    def __init__(self) -> None:
+        self.pools: dict[str, dict] = {}
+        self.cnodes: dict[str, dict] = {}
+        self.knodes: dict[str, dict] = {}
+        self.jobs: dict[str, dict] = {}
+        self.tasks: dict[str, dict] = {}
+        self.pods: dict[str, PodRecord] = {}
+        self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
+        self.prep_pods: dict[str, set[str]] = defaultdict(set)   # cnode key -> nodeprep pod keys
+        self.dirty_tasks: set[str] = set()
+        self.dirty_jobs: set[str] = set()
+        self.dirty_pools: set[str] = set()
+        self.changed = asyncio.Event()
+        self.synced = False
+
+    def _touch(self) -> None:
+        self.changed.set()
+
+    def _put(self, table: dict, k: str, body: dict) -> bool:
+        old = table.get(k)
+        if old is not None and _rv(old) > _rv(body):
+            return False   # an older event than what a write already told us
+        table[k] = body
+        return True
+
+    # --- podbatch kinds ---------------------------------------------------------
+    def put_pool(self, body: dict, deleted: bool = False) -> None:
+        k = body_key(body)
+        if deleted:
+            self.pools.pop(k, None)
+        else:
+            self._put(self.pools, k, body)
+        self.dirty_pools.add(k)
+        self._touch()
+
+    def put_cnode(self, body: dict, deleted: bool = False) -> None:
+        k = body_key(body)
+        if deleted:
+            self.cnodes.pop(k, None)
+        else:
+            self._put(self.cnodes, k, body)
+        self.dirty_pools.add(key(body["metadata"]["namespace"], body["spec"].get("poolName", "")))
+        self._touch()
+
+    def put_job(self, body: dict, deleted: bool = False) -> None:
+        k = body_key(body)
+        if deleted:
+            self.jobs.pop(k, None)
+        else:
+            self._put(self.jobs, k, body)
+        self.dirty_jobs.add(k)
+        self.dirty_tasks.update(self.tasks_by_job.get(k, ()))
+        self._touch()
+
+    def put_task(self, body: dict, deleted: bool = False) -> None:
+        k = body_key(body)
+        job = key(body["metadata"]["namespace"], body["spec"].get("jobName", ""))
+        if deleted:
+            self.tasks.pop(k, None)
+            self.tasks_by_job[job].discard(k)
+        elif self._put(self.tasks, k, body):
+            self.tasks_by_job[job].add(k)
+        self.dirty_tasks.add(k)
+        self.dirty_jobs.add(job)
+        self._touch()
+
+    # --- Kubernetes kinds -------------------------------------------------------
+    def put_knode(self, body: dict, deleted: bool = False) -> None:
+        name = body["metadata"]["name"]
+        if deleted:
+            self.knodes.pop(name, None)
+        else:
+            self._put(self.knodes, name, body)
+        self.dirty_pools.update(self.pools)   # few pools; static ones may adopt this node
+        self._touch()
+
+    def put_pod(self, body: dict, deleted: bool = False) -> None:
+        meta = body["metadata"]
+        k = key(meta["namespace"], meta["name"])
+        labels = meta.get("labels") or {}
+        role = labels.get(naming.LABEL_ROLE)
+        if deleted:
+            self.pods.pop(k, None)
+        else:
+            self.pods[k] = PodRecord(meta["namespace"], labels, (meta.get("annotations") or {}).get("podbatch.io/boot", ""), pod_view(body))
+        if role == "task":
+            tkey = key(meta["namespace"], labels.get(naming.LABEL_TASK, ""))
+            self.dirty_tasks.add(tkey)
+        elif role == "nodeprep":
+            ckey = key(meta["namespace"], labels.get(naming.LABEL_NODE, ""))
+            if deleted:
+                self.prep_pods[ckey].discard(k)
+            else:
+                self.prep_pods[ckey].add(k)
+            pool = key(meta["namespace"], labels.get(naming.LABEL_POOL, ""))
+            self.dirty_pools.add(pool)
+        self._touch()
+
+    # --- queries ----------------------------------------------------------------
+    def pool_members(self, ns: str, pool: str) -> list[dict]:
+        value = naming.pool_node_label(ns, pool)
+        return [n for n in self.knodes.values() if (n["metadata"].get("labels") or {}).get(naming.LABEL_POOL) == value]
+
+    def cnodes_of(self, pool_key: str) -> list[dict]:
+        ns, name = pool_key.split("/", 1)
+        return [c for k, c in self.cnodes.items() if c["metadata"]["namespace"] == ns and c["spec"].get("poolName") == name]

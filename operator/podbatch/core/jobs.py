@@ -1,0 +1,66 @@
+"""Job bookkeeping: task counts and the job state machine. Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COUNT_KEYS = ("active", "running", "completed", "succeeded", "failed")
+
+
+def empty_counts() -> dict[str, int]:
+    return dict.fromkeys(COUNT_KEYS, 0)
+
+
+def add_task(counts: dict[str, int], slots: dict[str, int], state: str, result: str | None, required_slots: int) -> None:
+    key = {"active": "active", "preparing": "running", "running": "running", "completed": "completed"}.get(state or "active", "active")
+    counts[key] += 1
+    slots[key] += required_slots
+    if key == "completed":
+        sub = "succeeded" if result == "success" else "failed"
+        counts[sub] += 1
+        slots[sub] += required_slots
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    state: str                    # current status.state ("" when new)
+    desired: str                  # spec.desiredState
+    disable_tasks: str            # requeue | terminate | wait
+    on_all_complete: str          # noaction | terminatejob
+    counts: dict
+    wall_clock_expired: bool
+    task_requested_terminate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobStep:
+    state: str
+    terminate_reason: str | None = None
+    stop_running: str | None = None    # requeue | terminate: what to do with running tasks now
+
+
+def job_step(f: JobFacts) -> JobStep:
+    """The next job state. Completed and deleting are final."""
+    s = f.state or "active"
+    if s == "completed":
+        return JobStep("completed")
+    running = f.counts.get("running", 0)
+    if s == "terminating":
+        return JobStep("completed") if running == 0 else JobStep("terminating", stop_running="terminate")
+    if f.desired == "terminated":
+        return JobStep("terminating", "UserTerminate", stop_running="terminate")
+    if f.wall_clock_expired:
+        return JobStep("terminating", "MaxWallClockTimeExpiry", stop_running="terminate")
+    if f.task_requested_terminate:
+        return JobStep("terminating", "TaskFailed", stop_running="terminate")
+    total = sum(f.counts.get(k, 0) for k in ("active", "running", "completed"))
+    if f.on_all_complete == "terminatejob" and total > 0 and f.counts.get("completed", 0) == total:
+        return JobStep("completed", "AllTasksComplete")
+    if f.desired == "disabled":
+        if s in ("disabled",):
+            return JobStep("disabled")
+        if f.disable_tasks in ("requeue", "terminate") and running:
+            return JobStep("disabling", stop_running=f.disable_tasks)
+        return JobStep("disabled" if running == 0 else "disabling")
+    if s in ("disabled", "disabling"):
+        return JobStep("enabling")
+    return JobStep("active")

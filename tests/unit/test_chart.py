@@ -1,0 +1,359 @@
+"""The Helm chart, rendered and linted offline with Helm's own Go library.
+
+helm-python-sdk carries Helm's SDK (no helm binary), so these tests see exactly what
+`helm template` and `helm lint` would: the values schema, the helpers and every
+template. They assert what a cluster admin would check before installing: names and
+labels, the image and settings the operator gets, what its ClusterRole lets it do, and
+that the switches (`rbac.create`, `serviceAccount.create`, the ServiceMonitor) work.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the test extra")
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "podbatch"
+RELEASE = "pb"
+NAMESPACE = "batch-ops"
+FULLNAME = "pb-podbatch"
+CLUSTER_ROLE = f"{NAMESPACE}-{FULLNAME}"
+# apiVersions served by Kubernetes 1.20 and by current versions alike.
+STABLE_APIS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "monitoring.coreos.com/v1"}
+
+
+@pytest.fixture(scope="module")
+def chart():
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart, values=None, *, name=RELEASE, namespace=NAMESPACE) -> list[dict]:
+    """Render the chart and return its objects (NOTES.txt left out)."""
+    manifests = chart.render(values or {}, name=name, namespace=namespace)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def only(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def kinds(objects: list[dict]) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+def allows(rules: list[dict], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+        for r in rules
+    )
+
+
+def operator_container(objects: list[dict]) -> dict:
+    deployment = only(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+# --- the chart as a whole -----------------------------------------------------------
+
+
+def test_chart_metadata(chart):
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert (meta["name"], meta["version"], meta["appVersion"]) == ("podbatch", "0.1.0", "0.1.0")
+
+
+@pytest.mark.parametrize("values", [None, {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "sa"},
+                                           "metrics": {"serviceMonitor": {"enabled": True}}}])
+def test_lint_is_clean_for_kubernetes_1_20(values):
+    report = helm.lint(CHART, values, strict=True, kube_version="v1.20.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], report
+
+
+def test_lint_reports_values_that_break_the_schema():
+    report = helm.lint(CHART, {"replicaCount": "x"})
+    assert any(m["severity"] == 3 and "replicaCount" in m["error"] for m in report["messages"]), report
+
+
+def test_chart_ships_the_five_crds(chart):
+    names = sorted(Path(c["filename"]).name for c in chart.crds)
+    assert names == [f"podbatch.io_{p}.yaml" for p in ("computenodes", "jobs", "jobschedules", "pools", "tasks")]
+
+
+def test_default_render_has_the_operator_objects(chart):
+    objects = render(chart)
+    assert kinds(objects) == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                              "Deployment", "Service", "ServiceAccount"]
+    for obj in objects:
+        assert obj["apiVersion"] in STABLE_APIS, obj["apiVersion"]
+
+
+def test_every_object_carries_the_standard_labels(chart):
+    for obj in render(chart):
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "podbatch"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/part-of"] == "podbatch"
+        assert labels["helm.sh/chart"] == "podbatch-0.1.0"
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"]["namespace"] == NAMESPACE
+
+
+def test_fullname_follows_helm_create(chart):
+    assert only(render(chart), "Deployment")["metadata"]["name"] == FULLNAME
+    # A release name that already holds the chart name is not repeated.
+    assert only(render(chart, name="podbatch"), "Deployment")["metadata"]["name"] == "podbatch"
+    assert only(render(chart, {"fullnameOverride": "batch"}), "Deployment")["metadata"]["name"] == "batch"
+
+
+# --- the Deployment -------------------------------------------------------------------
+
+
+def test_deployment_runs_one_operator_at_a_time(chart):
+    deployment = only(render(chart), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    # Recreate: a rolling update would briefly run two schedulers.
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector == {"app.kubernetes.io/name": "podbatch", "app.kubernetes.io/instance": RELEASE}
+    assert selector.items() <= pod_labels.items()
+
+
+def test_operator_container_defaults(chart):
+    container = operator_container(render(chart))
+    assert container["image"] == "podbatch/operator:0.1.0"
+    assert container["command"] == ["podbatch-operator"]
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+    assert env_of(container) == {
+        "PODBATCH_NAMESPACES": "",
+        "PODBATCH_NODE_ROOT": "/var/lib/podbatch",
+        "PODBATCH_TOOLS_IMAGE": "busybox",
+        "PODBATCH_METRICS_PORT": "8080",
+        "PODBATCH_LOG_LEVEL": "info",
+    }
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8081
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_config_values_become_podbatch_env(chart):
+    values = {
+        "image": {"repository": "registry.example/podbatch", "tag": "dev", "pullPolicy": "Always"},
+        "config": {"namespaces": ["team-a", "team-b"], "nodeRoot": "/data/batch", "toolsImage": "alpine:3",
+                   "metricsPort": 9100, "logLevel": "debug"},
+        "health": {"port": 9000},
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "extraArgs": ["--verbose"],
+    }
+    objects = render(chart, values)
+    container = operator_container(objects)
+    assert container["image"] == "registry.example/podbatch:dev"
+    assert container["imagePullPolicy"] == "Always"
+    assert env_of(container) == {
+        "PODBATCH_NAMESPACES": "team-a,team-b",
+        "PODBATCH_NODE_ROOT": "/data/batch",
+        "PODBATCH_TOOLS_IMAGE": "alpine:3",
+        "PODBATCH_METRICS_PORT": "9100",
+        "PODBATCH_LOG_LEVEL": "debug",
+        "EXTRA": "1",
+    }
+    assert container["args"] == ["--liveness=http://0.0.0.0:9000/healthz", "--verbose"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9100, "health": 9000}
+    service = only(objects, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_security_context_meets_restricted_pod_security(chart):
+    deployment = only(render(chart), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert container["readOnlyRootFilesystem"] is True
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+    assert all("hostPath" not in v for v in pod.get("volumes", []))
+
+
+def test_metrics_service_selects_the_operator_pod(chart):
+    objects = render(chart)
+    service = only(objects, "Service")
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_service_monitor_is_optional(chart):
+    assert "ServiceMonitor" not in kinds(render(chart))
+    objects = render(chart, {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+    monitor = only(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    service_labels = only(objects, "Service")["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
+
+
+def test_service_monitor_without_service_is_refused(chart):
+    with pytest.raises(helm.HelmRenderError, match="metrics.service.enabled"):
+        render(chart, {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}})
+
+
+# --- RBAC -----------------------------------------------------------------------------
+
+
+def test_cluster_role_grants_what_the_operator_does(chart):
+    rules = only(render(chart), "ClusterRole", CLUSTER_ROLE)["rules"]
+    for kind in ("pools", "computenodes", "jobs", "tasks", "jobschedules"):
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+            assert allows(rules, "podbatch.io", kind, verb), (kind, verb)
+        assert allows(rules, "podbatch.io", f"{kind}/status", "patch"), kind
+    for verb in ("get", "list", "watch", "create", "delete", "patch"):
+        assert allows(rules, "", "pods", verb), verb
+    assert allows(rules, "", "pods/log", "get")
+    for verb in ("get", "list", "watch", "create", "delete", "patch", "update"):
+        assert allows(rules, "", "nodes", verb), verb
+    assert allows(rules, "", "nodes/status", "patch") and allows(rules, "", "nodes/status", "update")
+    for group in ("", "events.k8s.io"):
+        assert allows(rules, group, "events", "create") and allows(rules, group, "events", "patch")
+    for resource in ("serviceaccounts",):
+        assert allows(rules, "", resource, "create") and allows(rules, "", resource, "delete")
+    for resource in ("roles", "rolebindings"):
+        assert allows(rules, "rbac.authorization.k8s.io", resource, "create")
+    assert allows(rules, "", "configmaps", "get") and allows(rules, "", "secrets", "get")
+    assert allows(rules, "cluster.x-k8s.io", "machinedeployments", "patch")
+    assert allows(rules, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
+
+
+def test_cluster_role_is_least_privilege(chart):
+    rules = only(render(chart), "ClusterRole", CLUSTER_ROLE)["rules"]
+    for rule in rules:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
+    assert not allows(rules, "", "secrets", "list"), "reading one named secret is enough"
+    assert not allows(rules, "", "pods", "update"), "pods are patched, never replaced"
+    assert not allows(rules, "coordination.k8s.io", "leases", "create"), "kopf peering is not used"
+    assert not allows(rules, "rbac.authorization.k8s.io", "clusterroles", "create")
+
+
+def test_cluster_role_binding_binds_the_service_account(chart):
+    objects = render(chart)
+    binding = only(objects, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_ROLE}
+    account = only(objects, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}]
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"] == FULLNAME
+
+
+def test_user_roles_aggregate_into_edit_and_view(chart):
+    objects = render(chart)
+    edit = only(objects, "ClusterRole", f"{CLUSTER_ROLE}-edit")
+    view = only(objects, "ClusterRole", f"{CLUSTER_ROLE}-view")
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert allows(edit["rules"], "podbatch.io", "jobs", "create")
+    assert not allows(view["rules"], "podbatch.io", "jobs", "create")
+    assert "ClusterRole" in kinds(render(chart, {"rbac": {"aggregateToDefaultRoles": False}}))
+    assert len([o for o in render(chart, {"rbac": {"aggregateToDefaultRoles": False}}) if o["kind"] == "ClusterRole"]) == 1
+
+
+def test_rbac_create_false_renders_no_cluster_roles(chart):
+    objects = render(chart, {"rbac": {"create": False}})
+    assert "ClusterRole" not in kinds(objects)
+    assert "ClusterRoleBinding" not in kinds(objects)
+    # The ServiceAccount is a separate switch.
+    assert only(objects, "ServiceAccount")["metadata"]["name"] == FULLNAME
+
+
+def test_service_account_create_false_uses_the_given_name(chart):
+    objects = render(chart, {"serviceAccount": {"create": False, "name": "batch-operator"}})
+    assert "ServiceAccount" not in kinds(objects)
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "batch-operator"
+    assert only(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "batch-operator"
+
+
+def test_service_account_create_false_needs_a_name(chart):
+    with pytest.raises(helm.HelmRenderError, match="serviceAccount.name is required"):
+        render(chart, {"serviceAccount": {"create": False}})
+
+
+def test_service_account_name_can_be_chosen(chart):
+    objects = render(chart, {"serviceAccount": {"name": "podbatch-sa", "annotations": {"a": "b"}}})
+    account = only(objects, "ServiceAccount")
+    assert account["metadata"]["name"] == "podbatch-sa"
+    assert account["metadata"]["annotations"] == {"a": "b"}
+    assert only(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "podbatch-sa"
+
+
+# --- the values schema ----------------------------------------------------------------
+
+
+def test_default_values_pass_the_schema(chart):
+    chart.validate_schema({})
+    chart.validate_schema(chart.values)
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"replicaCount": "x"}, "/replicaCount"),
+        ({"replicaCount": 2}, "/replicaCount"),
+        ({"replicaCount": -1}, "/replicaCount"),
+        ({"replicaCuont": 1}, "replicaCuont"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"config": {"namespaces": "team-a"}}, "/config/namespaces"),
+        ({"config": {"nodeRoot": "relative/dir"}}, "/config/nodeRoot"),
+        ({"config": {"metricsPort": 70000}}, "/config/metricsPort"),
+        ({"config": {"logLevel": "verbose"}}, "/config/logLevel"),
+        ({"rbac": {"create": "yes"}}, "/rbac/create"),
+        ({"serviceAccount": {"create": "no"}}, "/serviceAccount/create"),
+        ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "/metrics/serviceMonitor/interval"),
+    ],
+)
+def test_schema_rejects_bad_values(chart, values, where):
+    with pytest.raises(helm.HelmValuesError, match=where):
+        chart.validate_schema(values)
+    # An install renders through the same schema, so it fails the same way.
+    with pytest.raises(helm.HelmValuesError):
+        render(chart, values)
+
+
+def test_replica_count_zero_is_allowed(chart):
+    assert only(render(chart, {"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
+
+
+# --- NOTES.txt ------------------------------------------------------------------------
+
+
+def test_notes_tell_the_user_what_to_do_next(chart):
+    notes = chart.render({}, name=RELEASE, namespace=NAMESPACE)["podbatch/templates/NOTES.txt"]
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
+    assert "examples/quickstart" in notes
+    assert "watches every namespace" in notes
+    scoped = chart.render({"config": {"namespaces": ["team-a"]}, "rbac": {"create": False}},
+                          name=RELEASE, namespace=NAMESPACE)["podbatch/templates/NOTES.txt"]
+    assert "only these namespaces: team-a" in scoped
+    assert "rbac.create=false" in scoped
