@@ -74,10 +74,22 @@ def custom_api(api_client):
     return client.CustomObjectsApi(api_client)
 
 
+def _local_nodesim_running(kubeconfig: str) -> bool:
+    pid_file = LOCAL_KUBECONFIG.parent / "pids" / "nodesim.pid"
+    if Path(kubeconfig) != LOCAL_KUBECONFIG or not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.fixture(scope="session")
 def nodesim(kubeconfig):
-    """The node simulator, running for the whole session (see hack/nodesim.py)."""
-    if os.environ.get("PODBATCH_NODESIM") == "external":
+    """The node simulator for the whole session (hack/nodesim.py). The local cluster runs
+    its own; other clusters get one here unless PODBATCH_NODESIM=external (a real kwok)."""
+    if os.environ.get("PODBATCH_NODESIM") == "external" or _local_nodesim_running(kubeconfig):
         yield None
         return
     log = open(LOCAL_KUBECONFIG.parent / "logs" / "nodesim-tests.log", "ab") if LOCAL_KUBECONFIG.parent.exists() else subprocess.DEVNULL
@@ -106,3 +118,26 @@ def namespace(core_v1):
         core_v1.delete_namespace(name)
     except Exception:
         pass
+
+
+@pytest.fixture(scope="session")
+def crds(api_client):
+    from kit import install_crds
+    install_crds(api_client)
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig, crds, nodesim):
+    """podbatch-operator running for the session, cluster-wide (tests use their own namespaces)."""
+    from kit import OperatorProcess
+    op = OperatorProcess(kubeconfig, "operator-session").start()
+    time.sleep(2)
+    assert op.alive(), f"the operator died at start; see {op.log_path}"
+    yield op
+    op.stop()
+
+
+@pytest.fixture()
+def objects(custom_api, namespace):
+    from kit import Objects
+    return Objects(custom_api, namespace)

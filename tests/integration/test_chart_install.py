@@ -21,9 +21,9 @@ import json
 import time
 from pathlib import Path
 
+import helm_python as helm  # helm-python-sdk, in the test extra
 import pytest
 
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the test extra")
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ def contains(actual, expected) -> bool:
 
 @pytest.fixture(scope="module")
 def crds(api_client):
-    from test_crd_validation import install_crds  # same directory, on sys.path under pytest's rootdir-less import
+    from kit import install_crds
     install_crds(api_client)
 
 
