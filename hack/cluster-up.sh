@@ -181,7 +181,7 @@ resolvConf: /etc/resolv.conf
 KCFG
 start kubelet "$BIN_DIR/kubelet" --config "$CLUSTER_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \
   --container-runtime remote --container-runtime-endpoint "unix://$CTR_SOCK" \
-  --hostname-override localhost --node-ip 127.0.0.1 --root-dir "$CLUSTER_DIR/kubelet/root" \
+  --hostname-override localhost --node-ip "$BRIDGE_IP" --root-dir "$CLUSTER_DIR/kubelet/root" \
   --pod-infra-container-image k8s.gcr.io/pause:3.2 --v 1
 
 say "starting kube-proxy"

@@ -26,7 +26,11 @@ A pod with restartPolicy Always and no duration annotation runs forever. A pod w
 duration 0 and no start delay ("instant") goes from Pending to its final phase in a single
 status write. ``activeDeadlineSeconds`` is honoured (Failed/DeadlineExceeded, exit 137).
 
+Only one simulator is active per cluster (Lease kube-system/podbatch-nodesim); another one
+stands by and takes over when it exits. A restart continues every pod from its status.
+
 Usage: python hack/nodesim.py [--kubeconfig PATH] [--log-level info] [--concurrency 48]
+See docs/nodesim.md.
 """
 from __future__ import annotations
 
@@ -251,8 +255,11 @@ class PodState:
 
 
 class Simulator:
-    def __init__(self, kube: Kube, concurrency: int = 48):
+    def __init__(self, kube: Kube, concurrency: int = 48, lease_renew: float = LEASE_RENEW,
+                 status_interval: float = STATUS_INTERVAL):
         self.kube = kube
+        self.lease_renew = lease_renew
+        self.status_interval = status_interval
         self.concurrency = concurrency
         self.nodes: dict[str, NodeState] = {}
         self.pods: dict[str, PodState] = {}
@@ -425,7 +432,7 @@ class Simulator:
         self.c["leases"] += 1
         first = st.last_lease == 0.0
         st.last_lease = now
-        nxt = LEASE_RENEW * (random.uniform(0.1, 1.0) if first else random.uniform(0.9, 1.0))
+        nxt = self.lease_renew * (random.uniform(0.1, 1.0) if first else random.uniform(0.9, 1.0))
         if name in self.nodes and not self.nodes[name].stopped:
             self.arm(("lease", name), now + nxt)
 
@@ -478,7 +485,7 @@ class Simulator:
         if new and self.nodes.get(name) is st:
             st.obj = new
         if name in self.nodes and not self.nodes[name].stopped:
-            self.arm(("status", name), now + STATUS_INTERVAL * random.uniform(0.9, 1.0))
+            self.arm(("status", name), now + self.status_interval * random.uniform(0.9, 1.0))
 
     # -- pods ----------------------------------------------------------------------------
 
@@ -889,7 +896,8 @@ async def amain(args: argparse.Namespace) -> int:
         k8s_config.load_incluster_config(client_configuration=cfg)
     cfg.connection_pool_maxsize = args.concurrency + 8
     api = k8s_client.ApiClient(cfg)
-    sim = Simulator(Kube(api), concurrency=args.concurrency)
+    sim = Simulator(Kube(api), concurrency=args.concurrency, lease_renew=args.lease_renew_interval,
+                    status_interval=args.status_interval)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sim.stopping.set)
@@ -914,6 +922,10 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--kubeconfig", default=None, help="kubeconfig path (default $KUBECONFIG, else in-cluster)")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     ap.add_argument("--concurrency", type=int, default=48, help="bound on concurrent API writes")
+    ap.add_argument("--lease-renew-interval", type=float, default=LEASE_RENEW,
+                    help="seconds between Lease renewals of each node (lease duration stays 40 s)")
+    ap.add_argument("--status-interval", type=float, default=STATUS_INTERVAL,
+                    help="seconds between node status heartbeats")
     ap.add_argument("--no-leader-election", dest="leader_election", action="store_false",
                     help="run even if another simulator holds the lease kube-system/podbatch-nodesim")
     ap.add_argument("--report-interval", type=float, default=10.0, help="seconds between counter lines")

@@ -20,6 +20,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HACK = ROOT / "hack"
+# Namespaces of this test session share a prefix; the session's operator serves only
+# those, so two sessions (or a developer's operator) on one cluster never meet.
+SESSION = uuid.uuid4().hex[:5]
+NS_PREFIX = f"pb{SESSION}-"
 LOCAL_KUBECONFIG = Path(os.environ.get("PODBATCH_CACHE", Path.home() / ".cache/podbatch")) / "cluster/kubeconfig"
 
 
@@ -111,7 +115,7 @@ def nodesim(kubeconfig):
 def namespace(core_v1):
     """A fresh namespace for one test, deleted afterwards."""
     from kubernetes import client
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{NS_PREFIX}{uuid.uuid4().hex[:6]}"
     core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"podbatch.io/test": "1"})))
     yield name
     try:
@@ -130,7 +134,7 @@ def crds(api_client):
 def operator(kubeconfig, crds, nodesim):
     """podbatch-operator running for the session, cluster-wide (tests use their own namespaces)."""
     from kit import OperatorProcess
-    op = OperatorProcess(kubeconfig, "operator-session").start()
+    op = OperatorProcess(kubeconfig, f"operator-{SESSION}", env={"PODBATCH_NAMESPACES": f"{NS_PREFIX}*"}).start()
     time.sleep(2)
     assert op.alive(), f"the operator died at start; see {op.log_path}"
     yield op

@@ -15,7 +15,7 @@ In one run, on the cluster named by --kubeconfig / $KUBECONFIG:
 5. deletes everything it created (pods, nodes, namespace; leases go with their nodes).
 
 Script:  .venv/bin/python tests/bench/bench_nodesim.py [--nodes 100 --pods 2000]
-         (starts its own simulator unless --external-sim; 500 nodes / 10,000 pods: --nodes 500 --pods 10000)
+         (uses the running simulator if any, else starts one; 500 nodes / 10,000 pods: --nodes 500 --pods 10000)
 pytest:  KUBECONFIG=... .venv/bin/pytest -m bench tests/bench/bench_nodesim.py -s
          (size from PODBATCH_BENCH_NODES / PODBATCH_BENCH_PODS)
 """
@@ -269,6 +269,9 @@ async def _cleanup(kube, ns: str, run_id: str, log) -> None:
     try:
         await kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods", sel + [("gracePeriodSeconds", "0")],
                            body={"gracePeriodSeconds": 0}, timeout=300)
+    except sim.ApiError as e:
+        if e.status not in (500, 504):   # many pods: the server times out the request but goes on deleting
+            log(f"cleanup: pods: {e}")
     except Exception as e:  # noqa: BLE001
         log(f"cleanup: pods: {e}")
     try:
@@ -276,6 +279,43 @@ async def _cleanup(kube, ns: str, run_id: str, log) -> None:
     except Exception as e:  # noqa: BLE001
         log(f"cleanup: nodes: {e}")
     await _delete_ignore(kube, f"/api/v1/namespaces/{ns}", body={})
+    t0 = time.time()
+    while time.time() - t0 < 300:   # leave nothing behind: wait for the namespace's pods to go
+        try:
+            await kube.request("GET", f"/api/v1/namespaces/{ns}")
+        except sim.ApiError as e:
+            if e.status == 404:
+                return
+        await asyncio.sleep(2)
+    log(f"cleanup: namespace {ns} still terminating after 300 s")
+
+
+def sim_already_running(kubeconfig: str) -> str | None:
+    """Who already runs the fake nodes, if anyone: the local cluster's simulator (its pid file),
+    or a simulator holding the leader-election lease, or PODBATCH_NODESIM=external."""
+    if os.environ.get("PODBATCH_NODESIM") == "external":
+        return "PODBATCH_NODESIM=external"
+    cache = Path(os.environ.get("PODBATCH_CACHE", Path.home() / ".cache/podbatch")) / "cluster"
+    pid_file = cache / "pids" / "nodesim.pid"
+    if Path(kubeconfig).resolve() == (cache / "kubeconfig").resolve() and pid_file.exists():
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+            return f"the local cluster's simulator (pid {pid})"
+        except (OSError, ValueError):
+            pass
+    try:
+        from kubernetes import client, config
+        api = config.new_client_from_config(config_file=kubeconfig)
+        lease = client.CoordinationV1Api(api).read_namespaced_lease(
+            sim.LeaderElection.NAME, sim.LeaderElection.NAMESPACE)
+        spec = lease.spec
+        if spec.holder_identity and spec.renew_time and \
+                spec.renew_time.timestamp() + (spec.lease_duration_seconds or 15) > time.time():
+            return f"simulator {spec.holder_identity} (leader-election lease)"
+    except Exception:  # noqa: BLE001 - no lease: nobody
+        pass
+    return None
 
 
 def start_sim(kubeconfig: str, logfile: Path | None = None) -> subprocess.Popen:
@@ -307,13 +347,22 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=0.0, help="seconds each pod runs (default 0: instant)")
     ap.add_argument("--timeout", type=float, default=1200.0)
     ap.add_argument("--no-backlog", action="store_true", help="skip the backlog-drain phase")
-    ap.add_argument("--external-sim", action="store_true", help="a simulator already serves fake nodes")
+    ap.add_argument("--sim", choices=["auto", "own", "external"], default="auto",
+                    help="auto (default): use the running simulator if there is one, else start one; "
+                         "own: always start one; external: one is already running")
+    ap.add_argument("--external-sim", action="store_const", dest="sim", const="external", help="same as --sim external")
     ap.add_argument("--sim-log", default=None, help="log file of the simulator this script starts")
     ap.add_argument("--json", action="store_true", help="print the result as JSON too")
     args = ap.parse_args(argv)
     if not args.kubeconfig:
         ap.error("--kubeconfig or KUBECONFIG is required")
-    proc = None if args.external_sim else start_sim(args.kubeconfig, Path(args.sim_log) if args.sim_log else None)
+    running = sim_already_running(args.kubeconfig) if args.sim == "auto" else None
+    if args.sim == "external" or running:
+        print(f"using the running node simulator: {running or 'external'}")
+        proc = None
+    else:
+        print("starting a node simulator for this run")
+        proc = start_sim(args.kubeconfig, Path(args.sim_log) if args.sim_log else None)
     try:
         r = asyncio.run(bench(args.kubeconfig, args.nodes, args.pods, args.create_concurrency,
                               args.duration, args.timeout, backlog=not args.no_backlog))

@@ -264,9 +264,12 @@ def status_report(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
 
 
 def job_done(job: Mapping[str, Any] | None, counts: Mapping[str, int]) -> bool:
-    """A job is done when it is completed, or when every one of its tasks has completed."""
+    """A job is done when it is completed, or (unless it is set to terminate itself then)
+    when every one of its tasks has completed."""
     if job and _get(job, "status", "state") == "completed":
         return True
+    if job and _get(job, "spec", "onAllTasksComplete") == "terminatejob":
+        return False
     return counts.get("total", 0) > 0 and counts.get("completed", 0) == counts.get("total", 0)
 
 

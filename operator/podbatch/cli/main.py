@@ -142,7 +142,7 @@ def _cluster(args: argparse.Namespace):
     return Cluster(api, getattr(args, "namespace", None) or default_ns)
 
 
-def cmd_validate(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_validate(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli import manifests
     docs = manifests.load(args.filename)
     problems = manifests.validate(docs)
@@ -155,7 +155,7 @@ def cmd_validate(args: argparse.Namespace, out=sys.stdout) -> int:
     return 0
 
 
-def cmd_apply(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_apply(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli import manifests
     docs = manifests.load(args.filename)
     rc = cmd_validate(args, out)
@@ -196,7 +196,7 @@ def progress_line(snap: dict[str, Any], ascii: bool = False) -> str:
                                  ascii=ascii)
 
 
-def cmd_status(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_status(args: argparse.Namespace, out=None) -> int:
     snap = snapshot(_cluster(args), args.job)
     print(fmt.status_report(snap["job"], snap["tasks"], snap["pool"], snap["nodes"]), file=out)
     return 0
@@ -205,9 +205,9 @@ def cmd_status(args: argparse.Namespace, out=sys.stdout) -> int:
 class LiveLine:
     """One line rewritten in place on a terminal; plain lines (only when changed) otherwise."""
 
-    def __init__(self, out=sys.stdout):
-        self.out = out
-        self.tty = hasattr(out, "isatty") and out.isatty()
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.last = None
 
     def show(self, text: str) -> None:
@@ -226,7 +226,7 @@ class LiveLine:
         self.last = None
 
 
-def cmd_watch(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_watch(args: argparse.Namespace, out=None) -> int:
     cluster = _cluster(args)
     live = LiveLine(out)
     start = time.monotonic()
@@ -247,7 +247,7 @@ def cmd_watch(args: argparse.Namespace, out=sys.stdout) -> int:
         return 130
 
 
-def cmd_tasks(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_tasks(args: argparse.Namespace, out=None) -> int:
     cluster = _cluster(args)
     cluster.get("Job", args.job)
     tasks = cluster.tasks_of(args.job)
@@ -268,7 +268,7 @@ def _resolve_task(cluster, name: str, job: str | None) -> dict[str, Any]:
     return cluster.get("Task", name)
 
 
-def cmd_logs(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_logs(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli.kube import CliError, is_fake_node, read_pod_log
     cluster = _cluster(args)
     task = _resolve_task(cluster, args.task, args.job)
@@ -317,13 +317,13 @@ def _stderr_of(cluster, task: dict[str, Any], pod: dict[str, Any]) -> str:
                    f"{task_dir or '<task dir unknown>'}/stderr.txt ({last}); `kubectl podbatch logs` shows stdout and stderr together")
 
 
-def cmd_pools(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_pools(args: argparse.Namespace, out=None) -> int:
     pools = _cluster(args).list("Pool")
     print(fmt.pools_table(pools) if pools else "no pools", file=out)
     return 0
 
 
-def cmd_nodes(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_nodes(args: argparse.Namespace, out=None) -> int:
     cluster = _cluster(args)
     cluster.get("Pool", args.pool)
     nodes = cluster.nodes_of(args.pool)
@@ -331,7 +331,7 @@ def cmd_nodes(args: argparse.Namespace, out=sys.stdout) -> int:
     return 0
 
 
-def cmd_operation(args: argparse.Namespace, out=sys.stdout) -> int:
+def cmd_operation(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli.kube import new_request_id
     kind, name, patch = spec_patch(args, new_request_id)
     cluster = _cluster(args)

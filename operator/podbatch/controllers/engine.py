@@ -34,6 +34,9 @@ from podbatch import metrics
 from podbatch.nodegroups import provider_for
 
 log = logging.getLogger("podbatch.engine")
+# A waiting task's pendingReason is written once it has waited this long: tasks bound
+# within a pass or two never cost a write for it.
+PENDING_REASON_AFTER = 1.5
 
 
 def now_iso() -> str:
@@ -69,6 +72,9 @@ class Engine:
         self.invalid: dict[str, str] = {}        # object key -> last reported validation message
         self._terminate_requests: set[str] = set()   # jobs a task's exit conditions asked to terminate
         self._inflight: dict[str, set[str]] = {}
+        self._last_bound: dict[str, int] = {}        # job -> binding counter value of its latest binding
+        self._bindings = 0
+        self._pending_since: dict[str, float] = {}   # tasks seen waiting, not yet bound
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -99,16 +105,30 @@ class Engine:
         dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
         for pk in list(dirty_pools):
             if pk in s.pools:
-                await self.reconcile_pool(s.pools[pk])
+                await self._safely(f"pool {pk}", self.reconcile_pool(s.pools[pk]))
         node_view = await self.reconcile_nodes()
         dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
         dirty_jobs |= await self.schedule(node_view)
         for jk in dirty_jobs | self._jobs_with_timers():
             if jk in s.jobs:
-                await self.reconcile_job(s.jobs[jk])
+                await self._safely(f"job {jk}", self.reconcile_job(s.jobs[jk]), redo=(s.dirty_jobs, jk))
         self._gauge_tasks()
 
     # ------------------------------------------------------------------ helpers
+    async def _safely(self, what: str, coro, *, redo: tuple[set, str] | None = None):
+        """One object's failure (an API error, a bad spec) never stops the pass for the others;
+        the object is looked at again on the next pass."""
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("%s failed, will retry: %s", what, str(e)[:500])
+            if redo:
+                redo[0].add(redo[1])
+            self.store.changed.set()
+            return None
+
     async def _patch_status(self, plural: str, body: dict, status: dict) -> dict | None:
         meta = body["metadata"]
         res = await self.kube.patch_status(plural, meta["namespace"], meta["name"], status)
@@ -253,7 +273,8 @@ class Engine:
         inflight = self._inflight_by_cnode()
         view: dict[str, tuple[str, bool, dict]] = {}
         for ck, c in list(s.cnodes.items()):
-            view[ck] = await self.reconcile_node(ck, c, inflight.get(ck, set()))
+            got = await self._safely(f"compute node {ck}", self.reconcile_node(ck, c, inflight.get(ck, set())))
+            view[ck] = got or ((c.get("status") or {}).get("state", "unusable"), False, c)
         self._inflight = inflight
         return view
 
@@ -271,6 +292,7 @@ class Engine:
         max_retry = int(start.get("maxTaskRetryCount", 0)) if start.get("commandLine") else 0
         sched_enabled = spec.get("schedulingState", "enabled") == "enabled"
         rebooting = ""
+        wipe_boot: bool | None = None   # set when this pass starts a new boot
         # --- node operations: reboot / reimage / remove / disable scheduling
         for op, opt_key in (("remove", "nodeDeallocationOption"), ("reimage", "nodeReimageOption"), ("reboot", "nodeRebootOption")):
             req = spec.get(op) or {}
@@ -292,6 +314,7 @@ class Engine:
                 for pk_ in list(s.prep_pods.get(ck, ())):
                     await self.kube.delete_pod(ns, pk_.split("/", 1)[1], grace=0)
                 handled[op] = req["requestId"]
+                wipe_boot = op == "reimage"   # only a reimage empties the node dirs, not a later reboot
                 res = await self._patch_status("computenodes", c, {"handledRequests": handled, "startTaskInfo": None,
                                                                    "lastBootTime": now_iso()})
                 c = res or c
@@ -307,7 +330,9 @@ class Engine:
                 tasks = set()
         # --- node preparation pod of this boot
         boot = naming.boot_token(f"{handled.get('reboot', '')}|{handled.get('reimage', '')}".strip("|") or None)
-        wipe = bool(handled.get("reimage"))
+        # the boot's first prep pod is normally made in the pass that starts the boot; when the
+        # node was not ready then, fall back to "a reimage was ever handled"
+        wipe = wipe_boot if wipe_boot is not None else bool(handled.get("reimage"))
         preps = {}
         for pk_ in s.prep_pods.get(ck, ()):
             rec = s.pods.get(pk_)
@@ -343,7 +368,7 @@ class Engine:
                     if failed_for_good and not info.get("stderrTail"):
                         tail = await self.kube.pod_log_tail(ns, rec.view.name, "start-task")
                         new_info["stderrTail"] = tail[-1000:]
-                        new_info["failureInfo"] = {"category": "UserError", "code": "FailureExitCode",
+                        new_info["failureInfo"] = {"category": "usererror", "code": "FailureExitCode",
                                                    "message": f"The start task exited with code {rec.view.exit_code}"}
                         _event(c, "Warning", "StartTaskFailed", f"start task exited {rec.view.exit_code} on {spec['nodeName']}")
                     info = {**info, **{k: v for k, v in new_info.items() if v is not None}}
@@ -390,7 +415,7 @@ class Engine:
                 continue
             if option == "terminate":
                 new = complete(st, now=now_iso(), exit_code=None, result="failure",
-                               failure={"category": "ServerError", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
+                               failure={"category": "servererror", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
             else:
                 new = new_attempt(st, now=now_iso(), kind="requeue", reason=why)
                 metrics.TASK_REQUEUES.inc()
@@ -405,38 +430,44 @@ class Engine:
         s = self.store
         touched_jobs: set[str] = set()
         now = now_iso()
-        for tk in dirty:
-            t = s.tasks.get(tk)
-            if not t:
-                continue
-            st = t.get("status") or {}
-            ns = t["metadata"]["namespace"]
-            job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
-            state = st.get("state")
-            if not state:
-                invalid = self._validate(t)
-                init = {"state": ACTIVE, "stateTransitionTime": now, "attempt": 1,
-                        "executionInfo": {"retryCount": 0, "requeueCount": 0}}
-                if invalid:
-                    init["conditions"] = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]
-                await self._patch_status("tasks", t, init)
-                touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
-                continue
-            if state == COMPLETED:
-                await self._retention(t, st)
-                continue
-            if state not in (PREPARING, RUNNING) or job is None:
-                continue
-            pod_rec = s.pods.get(key(ns, st.get("podName") or ""))
-            cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
-            nstate = node_view.get(cnode_key, ("unusable", False, None))[0]
-            out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
-                                           pod=pod_rec.view if pod_rec else None, now=now,
-                                           node_lost=nstate in ("unusable",) or cnode_key not in s.cnodes)
-            await self._apply_outcome(t, st, out, job)
-            if out.status:
-                touched_jobs.add(key(ns, t["spec"]["jobName"]))
+        await asyncio.gather(*(self._safely(f"task {tk}", self._advance_task(tk, node_view, now, touched_jobs),
+                                            redo=(s.dirty_tasks, tk)) for tk in dirty))
         return touched_jobs
+
+    async def _advance_task(self, tk: str, node_view: dict, now: str, touched_jobs: set[str]) -> bool:
+        """Initialise a new task, apply retention to a completed one, or advance one in flight."""
+        s = self.store
+        t = s.tasks.get(tk)
+        if not t:
+            return True
+        st = t.get("status") or {}
+        ns = t["metadata"]["namespace"]
+        job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
+        state = st.get("state")
+        if not state:
+            invalid = self._validate(t)
+            init = {"state": ACTIVE, "stateTransitionTime": now, "attempt": 1,
+                    "executionInfo": {"retryCount": 0, "requeueCount": 0}}
+            if invalid:
+                init["conditions"] = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]
+            await self._patch_status("tasks", t, init)
+            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+            return True
+        if state == COMPLETED:
+            await self._retention(t, st)
+            return True
+        if state not in (PREPARING, RUNNING) or job is None:
+            return True
+        pod_rec = s.pods.get(key(ns, st.get("podName") or ""))
+        cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
+        nstate = node_view.get(cnode_key, ("unusable", False, None))[0]
+        out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
+                                       pod=pod_rec.view if pod_rec else None, now=now,
+                                       node_lost=nstate in ("unusable",) or cnode_key not in s.cnodes)
+        await self._apply_outcome(t, st, out, job)
+        if out.status:
+            touched_jobs.add(key(ns, t["spec"]["jobName"]))
+        return True
 
     async def _apply_outcome(self, t: dict, st: dict, out: Outcome, job: dict) -> None:
         ns = t["metadata"]["namespace"]
@@ -526,7 +557,8 @@ class Engine:
                     instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1))))
             jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
                                          enabled=jst.get("state", "active") in ("active", "enabling"),
-                                         max_parallel_tasks=int(j["spec"].get("maxParallelTasks", -1)), running_tasks=running)
+                                         max_parallel_tasks=int(j["spec"].get("maxParallelTasks", -1)), running_tasks=running,
+                                         last_bound=self._last_bound.get(jk, 0))
         return tasks, jobs, waiting_deps
 
     async def schedule(self, node_view: dict) -> set[str]:
@@ -551,12 +583,13 @@ class Engine:
             plan = scheduler.plan(snap)
             metrics.SCHEDULER_PASS_SECONDS.observe(time.monotonic() - t0)
             for b in plan.bindings:
-                pending_writes.append(self._bind(b, pool, now))
+                pending_writes.append(self._safely(f"binding {b.task}", self._bind(b, pool, now)))
                 touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
             for tk, p in plan.pending.items():
-                pending_writes.append(self._set_pending(tk, {"reason": p.reason, "message": p.message, "queuePosition": p.queue_position}))
+                pending_writes.append(self._safely(f"pending reason of {tk}", self._set_pending(
+                    tk, {"reason": p.reason, "message": p.message, "queuePosition": p.queue_position})))
         for tk, p in waiting_deps.items():
-            pending_writes.append(self._set_pending(tk, p))
+            pending_writes.append(self._safely(f"pending reason of {tk}", self._set_pending(tk, p)))
         if pending_writes:
             await asyncio.gather(*pending_writes)
         return touched
@@ -568,6 +601,10 @@ class Engine:
         old = (t.get("status") or {}).get("pendingReason") or {}
         if old.get("reason") == reason["reason"] and old.get("message") == reason["message"]:
             return   # positions move constantly; rewrite only when the reason changes
+        first = self._pending_since.setdefault(tk, time.monotonic())
+        if time.monotonic() - first < PENDING_REASON_AFTER:
+            self.store.changed.set()   # look again; most tasks are bound before this
+            return
         await self._patch_status("tasks", t, {"pendingReason": reason})
 
     async def _bind(self, b, pool: dict, now: str) -> None:
@@ -585,6 +622,7 @@ class Engine:
                             "nodeName": c["spec"]["nodeName"],
                             "taskRootDirectory": f"{root}/workitems/{t['spec']['jobName']}/job-1/{tid}"}}
         res = await self._patch_status("tasks", t, new)
+        self._pending_since.pop(b.task, None)
         if not res:
             return
         self._inflight.setdefault(b.nodes[0], set()).add(b.task)
@@ -592,6 +630,8 @@ class Engine:
         if job:
             await self._create_task_pod(res, res.get("status") or {}, job)
         metrics.BINDINGS.inc()
+        self._bindings += 1
+        self._last_bound[key(ns, t["spec"]["jobName"])] = self._bindings
         if attempt == 1:
             created = parse_time(t["metadata"].get("creationTimestamp"))
             if created:
@@ -626,10 +666,10 @@ class Engine:
         info["poolId"] = pool_id
         sched_err = None
         if pool_id and key(ns, pool_id) not in s.pools:
-            sched_err = {"category": "UserError", "code": "PoolNotFound",
+            sched_err = {"category": "usererror", "code": "PoolNotFound",
                          "message": f"pool {pool_id!r} does not exist in namespace {ns}; create it or fix spec.poolInfo.poolId"}
         elif not pool_id:
-            sched_err = {"category": "UserError", "code": "NoPool",
+            sched_err = {"category": "usererror", "code": "NoPool",
                          "message": "spec.poolInfo.poolId is empty; name the Pool this job runs on (autoPoolSpecification is not supported yet)"}
         info["schedulingError"] = sched_err
         wall = seconds((spec.get("constraints") or {}).get("maxWallClockTime"))

@@ -106,6 +106,7 @@ class JobView:
     max_parallel_tasks: int = -1
     running_tasks: int = 0
     prep_blocked_nodes: frozenset[str] = frozenset()   # nodes where this job's preparation task failed
+    last_bound: int = 0   # when this job last got a slot (any increasing counter): ties go to the longest-waiting job
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +456,7 @@ class _PoolPass:
         jobs = self.jobs
         cursor = {key: 0 for key in job_keys}
         # (tasks running or bound, the job's oldest ready task, key): the fewest goes next.
-        turns = [(jobs[key].running_tasks + bound[key], min(t.seq for t in by_job[key]), key)
+        turns = [(jobs[key].running_tasks + bound[key], jobs[key].last_bound, min(t.seq for t in by_job[key]), key)
                  for key in job_keys]
         heapq.heapify(turns)
         no_nodes = not self.all_nodes
@@ -463,7 +464,7 @@ class _PoolPass:
         # Free slots only shrink during a pass, so a failure stays a failure: cache it.
         single_failed: dict[str, int] = {}             # job -> smallest need that failed (blocked jobs)
         while turns:
-            count, first_seq, key = turns[0]
+            count, last, first_seq, key = turns[0]
             job = jobs[key]
             job_tasks = by_job[key]
             at = cursor[key]
@@ -516,7 +517,8 @@ class _PoolPass:
                     f"needs {need} free slots on one node; none of pool {self.pool.key} has them now")
             cursor[key] = at
             if at < len(job_tasks):
-                heapq.heapreplace(turns, (count + 1 if placed else count, first_seq, key))
+                # a job just served goes behind the jobs it ties with
+                heapq.heapreplace(turns, (count + 1, 1 << 62, first_seq, key) if placed else (count, last, first_seq, key))
             else:
                 heapq.heappop(turns)
 

@@ -156,7 +156,7 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
         out.event = ("Warning", "TaskRequeued", f"attempt {status.get('attempt')} pod {pod.reason}; requeued")
         return out
     if pod.reason == "DeadlineExceeded":
-        failure = {"category": "ServerError", "code": "TaskEnded",
+        failure = {"category": "servererror", "code": "TaskEnded",
                    "message": "The task exceeded its maximum wall clock time (constraints.maxWallClockTime) and was terminated"}
         out.status = complete(status, now=now, exit_code=pod.exit_code, result="failure", failure=failure, started=pod.started_at)
         out.event = ("Warning", "TaskTimedOut", failure["message"])
@@ -170,7 +170,7 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
         out.status = new_attempt(status, now=now, kind="retry", reason=f"exit code {code}; retry {retries + 1}")
         out.event = ("Normal", "TaskRetried", f"attempt {status.get('attempt')} exited {code}; retry {retries + 1} of {'unlimited' if limit == -1 else limit}")
         return out
-    category = "UserError"
+    category = "usererror"
     message = f"The task process exited with an unexpected exit code {code}"
     if pod.container_reason in ("ContainerCannotRun", "StartError"):
         message = f"The task's container could not start ({pod.container_reason}); does the image have /bin/sh? {pod.message}".strip()
