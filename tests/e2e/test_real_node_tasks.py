@@ -1,0 +1,72 @@
+"""Tasks on the real node (issue 5): the task's stdout.txt, stderr.txt, working dir and
+every AZ_BATCH_* variable, checked from inside the pod, through `kubectl logs`, and on
+disk. The local cluster's kubelet is this machine, so the node directories are here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kit import job, task, wait_for
+
+pytestmark = pytest.mark.e2e
+REAL_NODE = os.environ.get("PODBATCH_REAL_NODE", "localhost")
+ON_THIS_MACHINE = REAL_NODE == "localhost"
+EXPECTED_VARS = ("AZ_BATCH_ACCOUNT_NAME", "AZ_BATCH_POOL_ID", "AZ_BATCH_NODE_ID", "AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID",
+                 "AZ_BATCH_NODE_ROOT_DIR", "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_NODE_STARTUP_DIR",
+                 "AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR", "AZ_BATCH_NODE_IS_DEDICATED")
+
+
+@pytest.fixture()
+def real_pool(operator, objects, core_v1):
+    """A static pool holding the real node; always gives it back."""
+    objects.create({"kind": "Pool", "metadata": {"name": "real"}, "spec": {
+        "nodeGroup": {"provider": "static", "static": {"nodeSelector": {"kubernetes.io/hostname": REAL_NODE}}},
+        "targetDedicatedNodes": 1, "taskSlotsPerNode": 2}})
+    try:
+        wait_for("the real node idle in pool real", lambda: any(
+            (c.get("status") or {}).get("state") == "idle" for c in objects.list("ComputeNode")), 120)
+        yield "real"
+    finally:
+        objects.delete("Pool", "real")
+        wait_for("the real node released", lambda: "podbatch.io/pool" not in (
+            core_v1.read_node(REAL_NODE).metadata.labels or {}), 120)
+
+
+def test_task_environment_files_and_logs_on_the_real_node(real_pool, objects, core_v1, namespace):
+    objects.create(job("envjob", real_pool, onAllTasksComplete="terminatejob",
+                       commonEnvironmentSettings=[{"name": "COMMON", "value": "from-job"}]))
+    script = ('env | grep -E "^(AZ_BATCH_|COMMON=|OWN=)" | sort; echo "PWD=$(pwd)"; echo to-stderr >&2; '
+              'echo data > result.txt')
+    objects.create(task("envtask", "envjob", f"/bin/sh -c '{script}'", id="env-1",
+                        environmentSettings=[{"name": "OWN", "value": "from-task"}]))
+    st = objects.wait_state("Task", "envtask", "completed", 120)
+    assert st["executionInfo"]["result"] == "success", st
+    root = f"/var/lib/podbatch/{namespace}/{real_pool}"
+    task_dir = f"{root}/workitems/envjob/job-1/env-1"
+    assert st["nodeInfo"]["taskRootDirectory"] == task_dir
+
+    logs = core_v1.read_namespaced_pod_log(st["podName"], namespace)
+    env = dict(line.split("=", 1) for line in logs.splitlines() if "=" in line)
+    for var in EXPECTED_VARS:
+        assert env.get(var), f"{var} missing from the task's environment: {sorted(env)}"
+    assert env["AZ_BATCH_ACCOUNT_NAME"] == namespace and env["AZ_BATCH_POOL_ID"] == real_pool
+    assert env["AZ_BATCH_JOB_ID"] == "envjob" and env["AZ_BATCH_TASK_ID"] == "env-1"
+    assert env["AZ_BATCH_TASK_DIR"] == task_dir and env["AZ_BATCH_TASK_WORKING_DIR"] == f"{task_dir}/wd"
+    assert env["AZ_BATCH_NODE_SHARED_DIR"] == f"{root}/shared" and env["AZ_BATCH_NODE_IS_DEDICATED"] == "true"
+    assert env["PWD"] == f"{task_dir}/wd"
+    assert env["COMMON"] == "from-job" and env["OWN"] == "from-task"
+    assert "to-stderr" in logs   # stderr reaches kubectl logs too
+
+    if ON_THIS_MACHINE:
+        assert Path(task_dir, "stdout.txt").read_text() == logs.replace("to-stderr\n", "")
+        assert Path(task_dir, "stderr.txt").read_text() == "to-stderr\n"
+        assert Path(task_dir, "wd", "result.txt").read_text() == "data\n"
+
+
+def test_command_line_is_not_run_by_a_shell(real_pool, objects, core_v1, namespace):
+    objects.create(job("argv", real_pool))
+    objects.create(task("echo", "argv", "echo '$HOME' \"two words\" ;"))
+    st = objects.wait_state("Task", "echo", "completed", 120)
+    assert core_v1.read_namespaced_pod_log(st["podName"], namespace).strip() == "$HOME two words ;"
