@@ -112,15 +112,32 @@ def nodesim(kubeconfig):
 
 
 @pytest.fixture()
-def namespace(core_v1):
-    """A fresh namespace for one test, deleted afterwards."""
+def namespace(core_v1, request):
+    """A fresh namespace for one test, deleted afterwards. Its pools go first, while the
+    session's operator still runs, so their nodes are released and nothing is left."""
     from kubernetes import client
     name = f"{NS_PREFIX}{uuid.uuid4().hex[:6]}"
     core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"podbatch.io/test": "1"})))
     yield name
+    if "operator" in request.fixturenames:
+        _delete_pools(request.getfixturevalue("custom_api"), name)
     try:
         core_v1.delete_namespace(name)
     except Exception:
+        pass
+
+
+def _delete_pools(custom_api, ns: str, timeout: float = 90) -> None:
+    from kubernetes.client.rest import ApiException
+    try:
+        for pool in custom_api.list_namespaced_custom_object("podbatch.io", "v1alpha1", ns, "pools")["items"]:
+            custom_api.delete_namespaced_custom_object("podbatch.io", "v1alpha1", ns, "pools", pool["metadata"]["name"])
+        deadline = time.monotonic() + timeout
+        while custom_api.list_namespaced_custom_object("podbatch.io", "v1alpha1", ns, "pools")["items"]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    except ApiException:
         pass
 
 
@@ -145,3 +162,25 @@ def operator(kubeconfig, crds, nodesim):
 def objects(custom_api, namespace):
     from kit import Objects
     return Objects(custom_api, namespace)
+
+
+REAL_NODE = os.environ.get("PODBATCH_REAL_NODE", "localhost")
+
+
+@pytest.fixture()
+def real_pool(operator, objects, core_v1):
+    """A static pool `real` holding the cluster's real node (2 slots); always gives it back."""
+    from kit import wait_for
+    wait_for(f"node {REAL_NODE} to belong to no pool", lambda: "podbatch.io/pool" not in (
+        core_v1.read_node(REAL_NODE).metadata.labels or {}), 300, interval=2)
+    objects.create({"kind": "Pool", "metadata": {"name": "real"}, "spec": {
+        "nodeGroup": {"provider": "static", "static": {"nodeSelector": {"kubernetes.io/hostname": REAL_NODE}}},
+        "targetDedicatedNodes": 1, "taskSlotsPerNode": 2}})
+    try:
+        wait_for("the real node idle in pool real", lambda: any(
+            (c.get("status") or {}).get("state") == "idle" for c in objects.list("ComputeNode")), 120)
+        yield "real"
+    finally:
+        objects.delete("Pool", "real")
+        wait_for("the real node released", lambda: "podbatch.io/pool" not in (
+            core_v1.read_node(REAL_NODE).metadata.labels or {}), 120)

@@ -93,7 +93,14 @@ class Objects:
                 raise
 
     def status(self, kind: str, name: str) -> dict:
-        return self.get(kind, name).get("status") or {}
+        """The object's status; {} while it does not exist (yet)."""
+        from kubernetes.client.rest import ApiException
+        try:
+            return self.get(kind, name).get("status") or {}
+        except ApiException as e:
+            if e.status == 404:
+                return {}
+            raise
 
     def wait_state(self, kind: str, name: str, state: str, timeout: float = 120) -> dict:
         return wait_for(f"{kind} {name} state {state}",

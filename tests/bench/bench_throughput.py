@@ -213,6 +213,17 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------- helpers
+def raw(fn, *args, **kw) -> dict:
+    """Call a client method without building model objects; read and release the response, so
+    its connection goes back to the pool (an unread response costs a new TLS connection per call)."""
+    resp = fn(*args, _preload_content=False, **kw)
+    try:
+        data = resp.data
+    finally:
+        resp.release_conn()
+    return json.loads(data) if data else {}
+
+
 def retrying(fn, attempts: int = 20):
     from kubernetes.client.rest import ApiException
     for a in range(attempts):
@@ -262,8 +273,7 @@ class PodWatch(threading.Thread):
         self.done: dict[str, float] = {}
         self.failed: set[str] = set()
         self.stopping = False
-        lst = core.list_namespaced_pod(ns, label_selector=selector, limit=1, _preload_content=False)
-        self.rv = json.loads(lst.data)["metadata"]["resourceVersion"]
+        self.rv = raw(core.list_namespaced_pod, ns, label_selector=selector, limit=1)["metadata"]["resourceVersion"]
 
     def run(self) -> None:
         while not self.stopping:
@@ -272,14 +282,17 @@ class PodWatch(threading.Thread):
                                                      resource_version=self.rv, timeout_seconds=60,
                                                      allow_watch_bookmarks=True, _preload_content=False)
                 buf = b""
-                for chunk in resp.stream(65536):
-                    if self.stopping:
-                        break
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            self._event(json.loads(line))
+                try:
+                    for chunk in resp.stream(65536):
+                        if self.stopping:
+                            break
+                        buf += chunk
+                        *lines, buf = buf.split(b"\n")
+                        for line in lines:
+                            if line.strip():
+                                self._event(json.loads(line))
+                finally:
+                    resp.release_conn()
             except Exception:
                 time.sleep(0.5)
 
@@ -324,17 +337,17 @@ class Bench:
     def cr(self, plural: str, body: dict) -> None:
         body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
         body["metadata"]["namespace"] = self.ns
-        retrying(lambda: self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body, _preload_content=False))
+        retrying(lambda: raw(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.ns, plural, body))
 
     def get_cr(self, plural: str, name: str) -> dict:
-        return json.loads(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, _preload_content=False).data)
+        return raw(self.custom.get_namespaced_custom_object, GROUP, VERSION, self.ns, plural, name)
 
     def list_cr(self, plural: str) -> list[dict]:
-        return json.loads(self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, plural, _preload_content=False).data)["items"]
+        return raw(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.ns, plural)["items"]
 
     def pool_nodes(self, pool: str) -> list[str]:
-        lst = self.core.list_node(label_selector=f"podbatch.io/pool={self.ns}.{pool}", _preload_content=False)
-        return [n["metadata"]["name"] for n in json.loads(lst.data)["items"]]
+        lst = raw(self.core.list_node, label_selector=f"podbatch.io/pool={self.ns}.{pool}")
+        return [n["metadata"]["name"] for n in lst["items"]]
 
     def op_cpu(self) -> float:
         return proc_cpu_seconds(self.op.proc.pid)
@@ -404,9 +417,9 @@ class Bench:
         self.cr("jobs", job(jname, POOL, onAllTasksComplete="noaction"))
         ann = sim(0)
         create_s = run_threads(n, self.threads, lambda i: self.cr("tasks", task(f"tp-{i:05d}", jname, annotations=ann)))
-        retrying(lambda: self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "jobs", jname, {"spec": {"onAllTasksComplete": "terminatejob"}},
-            _content_type="application/merge-patch+json", _preload_content=False))
+        retrying(lambda: raw(self.custom.patch_namespaced_custom_object,
+                             GROUP, VERSION, self.ns, "jobs", jname, {"spec": {"onAllTasksComplete": "terminatejob"}},
+                             _content_type="application/merge-patch+json"))
         self.log(f"    created {n} tasks in {create_s:.1f} s ({n / create_s:.0f}/s)")
         status = {}
 
@@ -455,12 +468,12 @@ class Bench:
         req0 = apiserver_requests(self.api)
         meter = self.meter()
         t0 = time.monotonic()
-        self.batch.create_namespaced_job(self.ns, body, _preload_content=False)
+        raw(self.batch.create_namespaced_job, self.ns, body)
         st = {}
 
         def done():
             nonlocal st
-            st = json.loads(self.batch.read_namespaced_job_status(name, self.ns, _preload_content=False).data).get("status") or {}
+            st = raw(self.batch.read_namespaced_job_status, name, self.ns).get("status") or {}
             return (st.get("succeeded") or 0) >= n
         wait_until(f"Job {name} succeeded={n}", done, max(900, n * 0.75), 0.25,
                    progress=lambda: f"active {st.get('active')} succeeded {st.get('succeeded')} failed {st.get('failed')}", log=self.log)
@@ -497,7 +510,7 @@ class Bench:
                     "metadata": {"name": f"raw-{i:05d}", "labels": {RUN_LABEL: self.run_id, "bench": "raw"},
                                  "annotations": {"sim.podbatch.io/duration": "0"}},
                     "spec": self._pod_spec(self.node_names[i % len(self.node_names)])}
-            retrying(lambda: self.core.create_namespaced_pod(self.ns, body, _preload_content=False))
+            retrying(lambda: raw(self.core.create_namespaced_pod, self.ns, body))
         create_s = run_threads(n, self.threads, mk)
         try:
             wait_until(f"{n} raw pods Succeeded", lambda: len(watch.done) >= n, max(600, n * 0.5), 0.2,

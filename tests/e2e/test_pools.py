@@ -54,12 +54,22 @@ def assert_no_orphans(core_v1, objects, ns: str, pool: str, count: int) -> None:
     assert not any(c["metadata"].get("deletionTimestamp") for c in cn)
 
 
+@pytest.fixture()
+def pools_cleaned(operator, objects):
+    """Delete this test's pools (and wait until they are gone) while the session's operator
+    still serves the namespace, so no Node outlives the test."""
+    yield
+    for p in objects.list("Pool"):
+        objects.delete("Pool", p["metadata"]["name"])
+    wait_for("the test's pools deleted", lambda: not objects.list("Pool"), timeout=120)
+
+
 def gone(fn):
     return lambda: not fn()
 
 
 @pytest.mark.e2e
-def test_kwok_pool_comes_up_resizes_and_leaves_no_orphans(operator, objects, core_v1):
+def test_kwok_pool_comes_up_resizes_and_leaves_no_orphans(operator, objects, core_v1, pools_cleaned):
     ns = objects.ns
     objects.create(kwok_pool("grow", 5, startTask={"commandLine": "/bin/sh -c 'echo prepared'"}))
 
@@ -93,7 +103,7 @@ def test_kwok_pool_comes_up_resizes_and_leaves_no_orphans(operator, objects, cor
 
 
 @pytest.mark.e2e
-def test_deleting_kwok_pool_deletes_its_nodes_and_compute_nodes(operator, objects, core_v1):
+def test_deleting_kwok_pool_deletes_its_nodes_and_compute_nodes(operator, objects, core_v1, pools_cleaned):
     ns = objects.ns
     objects.create(kwok_pool("doomed", 3))
     wait_for("3 idle nodes", lambda: pool_settled(objects, "doomed", 3), timeout=90)
@@ -109,7 +119,7 @@ def test_deleting_kwok_pool_deletes_its_nodes_and_compute_nodes(operator, object
 
 
 @pytest.mark.e2e
-def test_static_pool_without_enough_matching_nodes_reports_a_resize_error(operator, objects, core_v1):
+def test_static_pool_without_enough_matching_nodes_reports_a_resize_error(operator, objects, core_v1, pools_cleaned):
     objects.create({"kind": "Pool", "metadata": {"name": "few"},
                     "spec": {"nodeGroup": {"provider": "static", "static": {"nodeSelector": {"podbatch.io/test-no-such-node": "x"}}},
                              "targetDedicatedNodes": 2}})

@@ -18,22 +18,6 @@ EXPECTED_VARS = ("AZ_BATCH_ACCOUNT_NAME", "AZ_BATCH_POOL_ID", "AZ_BATCH_NODE_ID"
                  "AZ_BATCH_TASK_DIR", "AZ_BATCH_TASK_WORKING_DIR", "AZ_BATCH_NODE_IS_DEDICATED")
 
 
-@pytest.fixture()
-def real_pool(operator, objects, core_v1):
-    """A static pool holding the real node; always gives it back."""
-    objects.create({"kind": "Pool", "metadata": {"name": "real"}, "spec": {
-        "nodeGroup": {"provider": "static", "static": {"nodeSelector": {"kubernetes.io/hostname": REAL_NODE}}},
-        "targetDedicatedNodes": 1, "taskSlotsPerNode": 2}})
-    try:
-        wait_for("the real node idle in pool real", lambda: any(
-            (c.get("status") or {}).get("state") == "idle" for c in objects.list("ComputeNode")), 120)
-        yield "real"
-    finally:
-        objects.delete("Pool", "real")
-        wait_for("the real node released", lambda: "podbatch.io/pool" not in (
-            core_v1.read_node(REAL_NODE).metadata.labels or {}), 120)
-
-
 def test_task_environment_files_and_logs_on_the_real_node(real_pool, objects, core_v1, namespace):
     objects.create(job("envjob", real_pool, onAllTasksComplete="terminatejob",
                        commonEnvironmentSettings=[{"name": "COMMON", "value": "from-job"}]))

@@ -24,6 +24,7 @@ from podbatch import API_VERSION
 from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
 from podbatch.controllers.kube import Kube
+from podbatch.controllers.special import SpecialTasks
 from podbatch.controllers.store import Store, key
 from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods, scheduler
@@ -66,7 +67,7 @@ def _event(body: dict, etype: str, reason: str, message: str) -> None:
         log.debug("event not posted", exc_info=True)
 
 
-class Engine:
+class Engine(SpecialTasks):
     def __init__(self, store: Store, kube: Kube, settings: Settings) -> None:
         self.store, self.kube, self.settings = store, kube, settings
         self.invalid: dict[str, str] = {}        # object key -> last reported validation message
@@ -264,7 +265,11 @@ class Engine:
         for tk, t in self.store.tasks.items():
             st = t.get("status") or {}
             if st.get("state") in (PREPARING, RUNNING) and st.get("nodeInfo"):
-                out.setdefault(key(t["metadata"]["namespace"], st["nodeInfo"].get("nodeId", "")), set()).add(tk)
+                ns = t["metadata"]["namespace"]
+                out.setdefault(key(ns, st["nodeInfo"].get("nodeId", "")), set()).add(tk)
+                for sub in st.get("subtasks") or []:   # the other instances of a gang hold their nodes too
+                    if sub.get("id", 0) and sub.get("nodeName"):
+                        out.setdefault(key(ns, sub["nodeName"]), set()).add(tk)
         return out
 
     async def reconcile_nodes(self) -> dict:
@@ -304,6 +309,11 @@ class Engine:
                     break
                 await self._stop_tasks(tasks, option, f"node {op} requested")
                 if op == "remove":
+                    # as in Batch, removing nodes lowers the pool's target, or the node would come right back
+                    field = "targetDedicatedNodes" if spec.get("isDedicated", True) else "targetLowPriorityNodes"
+                    target = int(pool["spec"].get(field, 0))
+                    if target > 0 and not pool["spec"].get("enableAutoScale"):
+                        await self.kube.patch_object("pools", ns, spec["poolName"], {"spec": {field: target - 1}})
                     prov = provider_for(pool, self.kube)
                     if knode:
                         await prov.release(pool, knode)
@@ -460,10 +470,17 @@ class Engine:
             return True
         pod_rec = s.pods.get(key(ns, st.get("podName") or ""))
         cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
-        nstate = node_view.get(cnode_key, ("unusable", False, None))[0]
+        gang_nodes = [cnode_key] + [key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0)]
+        lost = any(node_view.get(n, ("unusable", False, None))[0] == "unusable" or n not in s.cnodes for n in gang_nodes)
         out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
-                                       pod=pod_rec.view if pod_rec else None, now=now,
-                                       node_lost=nstate in ("unusable",) or cnode_key not in s.cnodes)
+                                       pod=pod_rec.view if pod_rec else None, now=now, node_lost=lost)
+        if out.status and len(gang_nodes) > 1 and out.status.get("state") in (ACTIVE, COMPLETED):
+            final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
+            out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
+            await self._delete_subtask_pods(t, st)
+        elif len(gang_nodes) > 1 and pod_rec and pod_rec.view.phase == "Running" and st.get("subtasks") and \
+                st["subtasks"][0].get("state") != RUNNING:
+            out.status = {**out.status, "subtasks": [{**x, "state": RUNNING} for x in st["subtasks"]]}
         await self._apply_outcome(t, st, out, job)
         if out.status:
             touched_jobs.add(key(ns, t["spec"]["jobName"]))
@@ -494,6 +511,7 @@ class Engine:
                 await self.kube.patch_object("jobs", ns, job["metadata"]["name"], {"spec": {"desiredState": "disabled", "disableTasks": "wait"}})
 
     async def _create_task_pod(self, t: dict, st: dict, job: dict) -> None:
+        """Create the current attempt's pod(s), once the job's preparation task allows it."""
         s = self.store
         ns = t["metadata"]["namespace"]
         ni = st.get("nodeInfo") or {}
@@ -501,11 +519,45 @@ class Engine:
         pool = s.pools.get(key(ns, ni.get("poolId", "")))
         if not c or not pool:
             return
-        pod = pods.task_pod(task=t, job=job, pool_spec=pool["spec"], placement=self._placement(pool, c),
-                            attempt=int(st.get("attempt", 1)), owner=pods.owner_reference(t))
-        res = await self.kube.create_pod(pod)
-        if res:
-            s.put_pod(res)
+        prep = await self.ensure_prep(job, c, pool)
+        if prep == "failed":
+            await self._stop_tasks({key(ns, t["metadata"]["name"])}, "requeue",
+                                   f"the job preparation task failed on node {c['metadata']['name']}")
+            return
+        if prep == "pending" and job["spec"]["jobPreparationTask"].get("waitForSuccess", True):
+            return   # stays `preparing`; the preparation pod's end brings it back here
+        attempt = int(st.get("attempt", 1))
+        subtasks = [x for x in st.get("subtasks") or [] if x.get("id", 0)]
+        gang = bool(subtasks)
+        env = self.prep_env(job, self._placement(pool, c))
+        placements = [(0, c, None)] + [(x["id"], s.cnodes.get(key(ns, x["nodeName"])), x["podName"]) for x in subtasks]
+        if gang:
+            ips = [((cn or {}).get("status") or {}).get("ipAddress") or "" for _, cn, _ in placements]
+            env.update({"AZ_BATCH_HOST_LIST": ",".join(ips), "AZ_BATCH_NODE_LIST": ";".join(ips),
+                        "AZ_BATCH_MASTER_NODE": f"{ips[0]}:6000"})
+        coordination = (t["spec"].get("multiInstanceSettings") or {}).get("coordinationCommandLine")
+        for idx, cn, pod_name in placements:
+            if cn is None:
+                continue
+            placement = self._placement(pool, cn)
+            extra = dict(env)
+            if gang:
+                root = pods.node_root_dir(placement)
+                tid = t["spec"].get("id") or t["metadata"]["name"]
+                extra.update({"AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if idx == 0 else "false",
+                              "AZ_BATCH_TASK_SHARED_DIR": f"{root}/workitems/{job['metadata']['name']}/job-1/{tid}/shared"})
+            pod = pods.task_pod(task=t, job=job, pool_spec=pool["spec"], placement=placement, attempt=attempt,
+                                owner=pods.owner_reference(t), extra_env=extra, pod_name=pod_name,
+                                service_account=self.job_manager_account(job, t),
+                                coordination=coordination if gang else None, then_wait=idx > 0)
+            res = await self.kube.create_pod(pod)
+            if res:
+                s.put_pod(res)
+
+    async def _delete_subtask_pods(self, t: dict, st: dict) -> None:
+        for sub in st.get("subtasks") or []:
+            if sub.get("id", 0) and sub.get("podName"):
+                await self.kube.delete_pod(t["metadata"]["namespace"], sub["podName"], grace=0)
 
     async def _retention(self, t: dict, st: dict) -> None:
         keep = seconds((t["spec"].get("constraints") or {}).get("retentionTime")) or 7 * 86400
@@ -554,11 +606,14 @@ class Engine:
                 tasks.setdefault(pk, []).append(scheduler.TaskView(
                     key=tk, job=jk, required_slots=int(t["spec"].get("requiredSlots", 1)),
                     priority=int(t["spec"].get("priority", 0)), seq=_seq(t, seq),
-                    instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1))))
+                    instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1)),
+                    is_job_manager=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true",
+                    run_exclusive=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
+                    and (j["spec"].get("jobManagerTask") or {}).get("runExclusive", True)))
             jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
                                          enabled=jst.get("state", "active") in ("active", "enabling"),
                                          max_parallel_tasks=int(j["spec"].get("maxParallelTasks", -1)), running_tasks=running,
-                                         last_bound=self._last_bound.get(jk, 0))
+                                         last_bound=self._last_bound.get(jk, 0), prep_blocked_nodes=self.prep_blocked(j))
         return tasks, jobs, waiting_deps
 
     async def schedule(self, node_view: dict) -> set[str]:
@@ -574,14 +629,19 @@ class Engine:
                 for ck, (state, schedulable, c) in node_view.items():
                     if c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] != pk:
                         continue
-                    used = sum(int(s.tasks[t]["spec"].get("requiredSlots", 1)) for t in self._inflight.get(ck, ()) if t in s.tasks)
+                    running = tuple((t, self._job_priority(t), int(s.tasks[t]["spec"].get("requiredSlots", 1)))
+                                    for t in sorted(self._inflight.get(ck, ())) if t in s.tasks)
                     nodes.append(scheduler.NodeView(name=ck, pool=pk, slots_total=int(pool["spec"].get("taskSlotsPerNode", 1)),
-                                                    slots_used=used, schedulable=schedulable, order=_order(c)))
+                                                    slots_used=sum(r[2] for r in running), schedulable=schedulable,
+                                                    order=_order(c), running_job_priorities=running))
             pools = {pk: scheduler.PoolView(key=pk, fill_type=((pool or {}).get("spec", {}).get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread"))} if pool else {}
             snap = scheduler.Snapshot(pools=pools, nodes=nodes, jobs={j.key: j for j in jobs.values() if j.pool == pk}, tasks=tlist)
             t0 = time.monotonic()
             plan = scheduler.plan(snap)
             metrics.SCHEDULER_PASS_SECONDS.observe(time.monotonic() - t0)
+            for p in plan.preemptions:
+                pending_writes.append(self._safely(f"preemption of {p.task}", self._stop_tasks(
+                    {p.task}, "requeue", "preempted to make room for a job manager task of a higher-priority job")))
             for b in plan.bindings:
                 pending_writes.append(self._safely(f"binding {b.task}", self._bind(b, pool, now)))
                 touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
@@ -593,6 +653,11 @@ class Engine:
         if pending_writes:
             await asyncio.gather(*pending_writes)
         return touched
+
+    def _job_priority(self, tk: str) -> int:
+        t = self.store.tasks[tk]
+        j = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
+        return int(j["spec"].get("priority", 0)) if j else 0
 
     async def _set_pending(self, tk: str, reason: dict) -> None:
         t = self.store.tasks.get(tk)
@@ -620,12 +685,17 @@ class Engine:
                "podName": naming.task_pod_name(t["metadata"]["name"], attempt), "pendingReason": None,
                "nodeInfo": {"poolId": pool["metadata"]["name"], "nodeId": c["metadata"]["name"],
                             "nodeName": c["spec"]["nodeName"],
-                            "taskRootDirectory": f"{root}/workitems/{t['spec']['jobName']}/job-1/{tid}"}}
+                            "taskRootDirectory": f"{root}/workitems/{t['spec']['jobName']}/job-1/{tid}"},
+               "subtasks": [{"id": i, "state": PREPARING, "nodeName": s.cnodes[n]["metadata"]["name"],
+                             "podName": naming.task_pod_name(t["metadata"]["name"], attempt) if i == 0
+                             else naming.subtask_pod_name(t["metadata"]["name"], attempt, i)}
+                            for i, n in enumerate(b.nodes)] if len(b.nodes) > 1 else None}
         res = await self._patch_status("tasks", t, new)
         self._pending_since.pop(b.task, None)
         if not res:
             return
-        self._inflight.setdefault(b.nodes[0], set()).add(b.task)
+        for n in b.nodes:
+            self._inflight.setdefault(n, set()).add(b.task)
         job = s.jobs.get(key(ns, t["spec"]["jobName"]))
         if job:
             await self._create_task_pod(res, res.get("status") or {}, job)
@@ -649,6 +719,8 @@ class Engine:
         jk = key(ns, meta["name"])
         status = job.get("status") or {}
         invalid = self._validate(job)
+        if not invalid and status.get("state") not in ("completed", "terminating"):
+            await self.ensure_job_manager(job)
         counts, slots = jobcore.empty_counts(), jobcore.empty_counts()
         running: set[str] = set()
         for tk in s.tasks_by_job.get(jk, ()):
@@ -678,7 +750,10 @@ class Engine:
         step = jobcore.job_step(jobcore.JobFacts(
             state=status.get("state", ""), desired=spec.get("desiredState", "active"),
             disable_tasks=spec.get("disableTasks", "requeue"), on_all_complete=spec.get("onAllTasksComplete", "noaction"),
-            counts=counts, wall_clock_expired=expired, task_requested_terminate=jk in self._terminate_requests))
+            counts=counts, wall_clock_expired=expired, task_requested_terminate=jk in self._terminate_requests,
+            job_manager_completed=self.job_manager_ended(job)))
+        if step.state == "completed" and not await self.run_release(job):
+            step = jobcore.JobStep("terminating", step.terminate_reason)   # completed once every release task ended
         if step.stop_running and running:
             await self._stop_tasks(running, step.stop_running,
                                    f"job {meta['name']} is {step.state} ({step.terminate_reason or spec.get('disableTasks', '')})")
@@ -698,7 +773,7 @@ class Engine:
         conds.append(condition("Completed", step.state == "completed", info.get("terminateReason") or "Running",
                                f"{counts['completed']} of {counts['active'] + counts['running'] + counts['completed']} tasks completed"))
         new = {"state": step.state, "executionInfo": info, "taskCounts": counts, "taskSlotCounts": slots,
-               "observedGeneration": meta.get("generation")}
+               "observedGeneration": meta.get("generation"), **self.special_status(job)}
         if step.state != status.get("state"):
             new["previousState"] = status.get("state")
             new["stateTransitionTime"] = now_iso()

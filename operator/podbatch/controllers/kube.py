@@ -95,6 +95,19 @@ class Kube:
         await self._call("delete", plural, self.custom.delete_namespaced_custom_object(
             GROUP, VERSION, ns, plural, name, _preload_content=False), ok=(404,))
 
+    async def ensure_task_writer_account(self, ns: str, name: str, owner: dict, rules: list[dict]) -> None:
+        """A ServiceAccount that may create the Tasks of its namespace (a job manager's)."""
+        from kubernetes_asyncio.client import RbacAuthorizationV1Api
+        rbac = RbacAuthorizationV1Api(self.api)
+        meta = {"name": name, "namespace": ns, "ownerReferences": [owner]}
+        await self._call("create", "serviceaccount", self.core.create_namespaced_service_account(
+            ns, {"metadata": meta}, _preload_content=False), ok=(409,))
+        await self._call("create", "role", rbac.create_namespaced_role(
+            ns, {"metadata": meta, "rules": rules}, _preload_content=False), ok=(409,))
+        await self._call("create", "rolebinding", rbac.create_namespaced_role_binding(ns, {
+            "metadata": meta, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}, _preload_content=False), ok=(409,))
+
     async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
         try:
             async with self.sem:

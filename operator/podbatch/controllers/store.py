@@ -46,6 +46,7 @@ class Store:
         self.pods: dict[str, PodRecord] = {}
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
         self.prep_pods: dict[str, set[str]] = defaultdict(set)   # cnode key -> nodeprep pod keys
+        self.job_pods: dict[str, set[str]] = defaultdict(set)    # job key -> its preparation and release pod keys
         self.dirty_tasks: set[str] = set()
         self.dirty_jobs: set[str] = set()
         self.dirty_pools: set[str] = set()
@@ -125,6 +126,16 @@ class Store:
         if role == "task":
             tkey = key(meta["namespace"], labels.get(naming.LABEL_TASK, ""))
             self.dirty_tasks.add(tkey)
+        elif role in ("jobprep", "jobrelease"):
+            jkey = key(meta["namespace"], labels.get(naming.LABEL_JOB, ""))
+            if deleted:
+                self.job_pods[jkey].discard(k)
+            else:
+                self.job_pods[jkey].add(k)
+            self.dirty_jobs.add(jkey)
+            # tasks waiting in `preparing` for this node's preparation task look again
+            self.dirty_tasks.update(t for t in self.tasks_by_job.get(jkey, ())
+                                    if ((self.tasks.get(t) or {}).get("status") or {}).get("state") == "preparing")
         elif role == "nodeprep":
             ckey = key(meta["namespace"], labels.get(naming.LABEL_NODE, ""))
             if deleted:

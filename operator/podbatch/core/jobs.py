@@ -29,6 +29,7 @@ class JobFacts:
     counts: dict
     wall_clock_expired: bool
     task_requested_terminate: bool = False
+    job_manager_completed: bool = False    # with killJobOnCompletion
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ def job_step(f: JobFacts) -> JobStep:
         return JobStep("terminating", "MaxWallClockTimeExpiry", stop_running="terminate")
     if f.task_requested_terminate:
         return JobStep("terminating", "TaskFailed", stop_running="terminate")
+    if f.job_manager_completed:
+        return JobStep("terminating", "JMComplete", stop_running="terminate")
     total = sum(f.counts.get(k, 0) for k in ("active", "running", "completed"))
     if f.on_all_complete == "terminatejob" and total > 0 and f.counts.get("completed", 0) == total:
         return JobStep("completed", "AllTasksComplete")

@@ -53,3 +53,22 @@ def boot_token(request_id: str | None) -> str:
 
 def kwok_node_name(namespace: str, pool: str, index: int) -> str:
     return f"{_short(f'{namespace}-{pool}', 200)}-{index}"
+
+
+def jobprep_pod_name(job: str, compute_node: str, boot: str, retry: int) -> str:
+    return _short(f"{job}-prep-{compute_node}", 230) + f"-{boot}-{retry}"
+
+
+def jobrelease_pod_name(job: str, compute_node: str) -> str:
+    return _short(f"{job}-release-{compute_node}", 250)
+
+
+def subtask_pod_name(task_name: str, attempt: int, index: int) -> str:
+    return f"{task_pod_name(task_name, attempt)}-s{index}"
+
+
+def job_manager_task_name(job: str, task_id: str) -> str:
+    return _short(f"{job}-{task_id}", 250)
+
+
+LABEL_JOB_MANAGER = f"{GROUP}/job-manager"

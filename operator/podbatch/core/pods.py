@@ -29,14 +29,17 @@ d="$AZ_BATCH_TASK_DIR"; mkdir -p "$AZ_BATCH_TASK_WORKING_DIR" 2>/dev/null
 f="/tmp/.podbatch-$$"; mkfifo "$f.o" "$f.e" || exec "$@"
 tee "$d/stdout.txt" <"$f.o" & a=$!
 tee "$d/stderr.txt" <"$f.e" >&2 & b=$!
-"$@" >"$f.o" 2>"$f.e"; rc=$?
-wait $a $b; rm -f "$f.o" "$f.e"; exit $rc
+exec 3>"$f.o" 4>"$f.e"
+if [ -n "$PODBATCH_COORDINATION" ]; then eval "$PODBATCH_COORDINATION" >&3 2>&4; fi
+if [ "$PODBATCH_THEN_WAIT" = 1 ]; then exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exec sleep 2147483647; fi
+"$@" >&3 2>&4; rc=$?
+exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exit $rc
 '''.strip()
 
 NODEPREP_SCRIPT = r'''
 set -e
 r="$AZ_BATCH_NODE_ROOT_DIR"
-if [ "$PODBATCH_WIPE" = "1" ]; then find "$r" -mindepth 1 -delete 2>/dev/null || true; fi
+if [ "$PODBATCH_WIPE" = "1" ]; then find "$r" -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null || true; fi
 mkdir -p "$r/shared" "$r/startup" "$r/workitems" "$r/applications"
 chmod 1777 "$r" "$r/shared" "$r/startup" "$r/workitems" "$r/applications"
 '''.strip()
@@ -107,8 +110,14 @@ def _resources(spec: dict) -> dict:
 
 
 def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, attempt: int,
-             owner: dict | None = None, extra_env: dict[str, str] | None = None) -> dict:
-    """The pod of one attempt of a task, bound to `placement.node_name` (no kube-scheduler)."""
+             owner: dict | None = None, extra_env: dict[str, str] | None = None, role: str = "task",
+             pod_name: str | None = None, service_account: str | None = None,
+             coordination: str | None = None, then_wait: bool = False) -> dict:
+    """The pod of one attempt of a task, bound to `placement.node_name` (no kube-scheduler).
+
+    Also builds the job's preparation and release pods (`role` jobprep / jobrelease) and the
+    instances of a multi-instance task: `coordination` runs before the command, and
+    `then_wait` keeps a subtask alive until podbatch stops it when the primary ends."""
     meta, spec = task["metadata"], task["spec"]
     job_name = job["metadata"]["name"]
     task_id = spec.get("id") or meta["name"]
@@ -135,6 +144,10 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     image = container.get("imageName") or pool_spec.get("image") or "busybox"
     vol, mount = _node_volume(placement)
     argv = split_command_line(spec["commandLine"])
+    if coordination:
+        env.append({"name": "PODBATCH_COORDINATION", "value": shlex.join(split_command_line(coordination))})
+    if then_wait:
+        env.append({"name": "PODBATCH_THEN_WAIT", "value": "1"})
     main = {
         "name": "task",
         "image": image,
@@ -152,18 +165,20 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     pod_spec: dict[str, Any] = {
         "nodeName": placement.node_name,
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": bool(service_account),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 5,
         "tolerations": _tolerations(placement),
         "containers": [main],
         "volumes": [vol],
     }
-    wall = seconds(((spec.get("constraints") or {}).get("maxWallClockTime")))
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    wall = seconds(((spec.get("constraints") or {}).get("maxWallClockTime")) or spec.get("maxWallClockTime"))
     if wall:
         pod_spec["activeDeadlineSeconds"] = max(1, int(wall))
     labels = {
-        naming.LABEL_ROLE: "task",
+        naming.LABEL_ROLE: role,
         naming.LABEL_POOL: naming.label_value(placement.pool),
         naming.LABEL_JOB: naming.label_value(job_name),
         naming.LABEL_TASK: naming.label_value(meta["name"]),
@@ -175,7 +190,7 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     annotations[f"{GROUP}/task-dir"] = task_dir
     pod = {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": naming.task_pod_name(meta["name"], attempt), "namespace": placement.namespace,
+        "metadata": {"name": pod_name or naming.task_pod_name(meta["name"], attempt), "namespace": placement.namespace,
                      "labels": labels, "annotations": annotations},
         "spec": pod_spec,
     }
