@@ -174,3 +174,50 @@ def test_failed_dependency_blocks(operator, objects):
     reason = wait_for("b blocked", lambda: (objects.status("Task", "b").get("pendingReason") or {}).get("message"))
     assert "A" in reason and "failed" in reason
     assert objects.status("Task", "b")["state"] == "active"
+
+
+def test_reactivating_a_failed_dependency_releases_its_dependents(operator, objects):
+    objects.create(kwok_pool("p", 1))
+    objects.create(job("j", "p", usesTaskDependencies=True, onAllTasksComplete="terminatejob"))
+    objects.create(task("a", "j", id="A", annotations=sim(0, exit_code=2)))
+    objects.create(task("b", "j", id="B", annotations=sim(0), dependsOn={"taskIds": ["A"]}))
+    objects.wait_state("Task", "a", "completed", 60)
+    wait_for("b blocked", lambda: "failed" in ((objects.status("Task", "b").get("pendingReason") or {}).get("message") or ""))
+    objects.patch("Task", "a", {"metadata": {"annotations": sim(0, exit_code=0)}, "spec": {"reactivateRequestId": "r1"}})
+    st = objects.wait_job_done("j", 90)
+    assert st["taskCounts"]["succeeded"] == 2
+    a = objects.status("Task", "a")
+    assert a["executionInfo"]["result"] == "success" and a["attempt"] == 2 and a["handledReactivateRequestId"] == "r1"
+
+
+def test_dependency_cycle_is_reported(operator, objects):
+    objects.create(kwok_pool("p", 1))
+    objects.create(job("j", "p", usesTaskDependencies=True))
+    objects.create(task("x", "j", id="X", dependsOn={"taskIds": ["Y"]}))
+    objects.create(task("y", "j", id="Y", dependsOn={"taskIds": ["X"]}))
+    reason = wait_for("cycle reported", lambda: (lambda p: p if p.get("reason") == "DependencyCycle" else None)(
+        objects.status("Task", "x").get("pendingReason") or {}))
+    assert "X" in reason["message"] and "Y" in reason["message"]
+    conds = wait_for("job condition", lambda: {c["type"]: c for c in objects.status("Job", "j").get("conditions") or []}.get("DependencyCycle"))
+    assert conds["status"] == "True"
+
+
+def test_required_slots_above_the_node_and_gang_without_inter_node_communication(operator, objects):
+    objects.create(kwok_pool("p", 1, slots=2))
+    objects.create(job("j", "p"))
+    objects.create(task("big", "j", requiredSlots=4))
+    objects.create(task("gang", "j", multiInstanceSettings={"numberOfInstances": 2}))
+    big = wait_for("big waits", lambda: (objects.status("Task", "big").get("pendingReason") or {}).get("reason"))
+    assert big == "RequiredSlotsExceedNode"
+    gang = wait_for("gang waits", lambda: objects.status("Task", "gang").get("pendingReason"))
+    assert gang["reason"] == "InterNodeCommunicationDisabled" and "enableInterNodeCommunication" in gang["message"]
+
+
+def test_terminating_a_task(operator, objects):
+    objects.create(kwok_pool("p", 1))
+    objects.create(job("j", "p"))
+    objects.create(task("t", "j", annotations=sim(300)))
+    wait_for("running", lambda: objects.status("Task", "t").get("state") == "running")
+    objects.patch("Task", "t", {"spec": {"desiredState": "terminated"}})
+    st = objects.wait_state("Task", "t", "completed", 60)
+    assert st["executionInfo"]["failureInfo"]["code"] == "TaskEnded"

@@ -26,6 +26,8 @@ from podbatch.config import Settings
 from podbatch.controllers.kube import Kube
 from podbatch.controllers.special import SpecialTasks
 from podbatch.controllers.store import Store, key
+from podbatch.core import autoscale
+from podbatch.core import deps as depcore
 from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods, scheduler
 from podbatch.core.durations import seconds
@@ -38,6 +40,8 @@ log = logging.getLogger("podbatch.engine")
 # A waiting task's pendingReason is written once it has waited this long: tasks bound
 # within a pass or two never cost a write for it.
 PENDING_REASON_AFTER = 1.5
+# Reasons only the user can clear: written at once, with an Event.
+USER_FIXABLE = {"RequiredSlotsExceedNode", "InterNodeCommunicationDisabled", "DependencyCycle", "PoolNotFound"}
 
 
 def now_iso() -> str:
@@ -76,6 +80,9 @@ class Engine(SpecialTasks):
         self._last_bound: dict[str, int] = {}        # job -> binding counter value of its latest binding
         self._bindings = 0
         self._pending_since: dict[str, float] = {}   # tasks seen waiting, not yet bound
+        self._samples: dict[str, dict[str, list[autoscale.Sample]]] = {}   # pool -> metric -> samples (24 h)
+        self._autoscale: dict[str, dict] = {}         # pool -> last evaluation
+        self._cycles: dict[str, tuple[int, list[str] | None]] = {}   # job -> (task count, cycle)
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -171,15 +178,20 @@ class Engine(SpecialTasks):
             return
         members = self.store.pool_members(ns, name)
         deleting = bool(meta.get("deletionTimestamp"))
-        target = 0 if deleting else int(spec.get("targetDedicatedNodes", 0)) + int(spec.get("targetLowPriorityNodes", 0))
         errors: list[dict] = []
+        self._sample_pool(pk, members)
+        auto_run, want_d, want_l = None, int(spec.get("targetDedicatedNodes", 0)), int(spec.get("targetLowPriorityNodes", 0))
+        if spec.get("enableAutoScale"):
+            auto_run, want_d, want_l = self._autoscale_pool(pool, members)
+        target = 0 if deleting else want_d + want_l
         try:
             provider = provider_for(pool, self.kube)
         except NotImplementedError as e:
             provider, errors = None, [{"code": "ProviderNotImplemented", "message": str(e)}]
         live = [m for m in members if not m["metadata"].get("deletionTimestamp")]
         if provider and len(live) < target:
-            msgs = await provider.grow(pool, live, target - len(live), self.store.knodes, int(spec.get("targetLowPriorityNodes", 0)))
+            msgs = await provider.grow({**pool, "spec": {**spec, "targetDedicatedNodes": want_d, "targetLowPriorityNodes": want_l}},
+                                       live, target - len(live), self.store.knodes, want_l)
             errors += [{"code": "InsufficientNodes", "message": m} for m in msgs]
         elif provider and len(live) > target:
             await self._shrink(pool, provider, live, len(live) - target)
@@ -215,12 +227,16 @@ class Engine(SpecialTasks):
             alloc = "steady" if len(members) >= len(live) and alloc == "resizing" and not deleting else alloc
         new = {"allocationState": alloc, "currentDedicatedNodes": len(members) - low, "currentLowPriorityNodes": low,
                "nodeCounts": counts, "resizeErrors": errors or None, "observedGeneration": meta.get("generation")}
+        if auto_run:
+            new["autoScaleRun"] = auto_run
         ready = counts["idle"] + counts["running"]
         conds = [condition("Valid", True, "SpecAccepted", "the pool spec is valid", meta.get("generation")),
                  condition("Ready", ready > 0, "NodesReady" if ready else "NoNodeReady",
                            f"{ready} of {len(members)} nodes can take tasks", meta.get("generation"))]
         if errors:
             conds.append(condition("ResizeError", True, errors[0]["code"], errors[0]["message"], meta.get("generation")))
+        if auto_run and auto_run.get("error"):
+            conds.append(condition("AutoScaleError", True, auto_run["error"]["code"], auto_run["error"]["message"], meta.get("generation")))
         if alloc != status.get("allocationState"):
             new["allocationStateTransitionTime"] = now_iso()
             if alloc == "steady" and status.get("allocationState") == "resizing":
@@ -229,6 +245,70 @@ class Engine(SpecialTasks):
         if changed:
             new["conditions"] = conds
             await self._patch_status("pools", pool, new)
+
+    # ------------------------------------------------------------------ autoscale
+    SAMPLE_SECONDS = 30.0
+    SAMPLE_KEEP = 24 * 3600.0
+
+    def _sample_pool(self, pk: str, members: list[dict]) -> None:
+        """Batch's service-defined metrics of a pool, one sample every 30 s, kept 24 h in memory."""
+        samples = self._samples.setdefault(pk, {})
+        now = time.time()
+        last = samples.get("$ActiveTasks")
+        if last and now - last[-1].time < self.SAMPLE_SECONDS:
+            return
+        ns, name = pk.split("/", 1)
+        totals = dict.fromkeys(("active", "running", "succeeded", "failed"), 0)
+        for j in self.store.jobs.values():
+            if j["metadata"]["namespace"] == ns and (j["spec"].get("poolInfo") or {}).get("poolId") == name:
+                counts = (j.get("status") or {}).get("taskCounts") or {}
+                for k in totals:
+                    totals[k] += int(counts.get(k, 0))
+        values = {"$ActiveTasks": totals["active"], "$RunningTasks": totals["running"],
+                  "$PendingTasks": totals["active"] + totals["running"], "$SucceededTasks": totals["succeeded"],
+                  "$FailedTasks": totals["failed"]}
+        for metric, v in values.items():
+            series = samples.setdefault(metric, [])
+            series.append(autoscale.Sample(time=now, value=float(v)))
+            while series and now - series[0].time > self.SAMPLE_KEEP:
+                series.pop(0)
+
+    def _autoscale_pool(self, pool: dict, members: list[dict]) -> tuple[dict | None, int, int]:
+        """Evaluate the pool's formula every autoScaleEvaluationInterval (and at once when it
+        changes). On an error the size stays as it was, as in Batch, and the error is shown."""
+        meta, spec = pool["metadata"], pool["spec"]
+        pk = body_key(pool)
+        state = self._autoscale.get(pk) or {}
+        interval = seconds(spec.get("autoScaleEvaluationInterval")) or 900
+        now = time.time()
+        fresh = state.get("generation") == meta.get("generation") and now - state.get("at", 0) < interval
+        if fresh:
+            return state["run"], state["dedicated"], state["low"]
+        low_now = sum(1 for m in members if naming.LABEL_LOW_PRIORITY in (m["metadata"].get("labels") or {}))
+        keep_d = state.get("dedicated", len(members) - low_now)
+        keep_l = state.get("low", low_now)
+        run: dict = {"timestamp": now_iso()}
+        err_text = None
+        try:
+            program = autoscale.parse(spec.get("autoScaleFormula") or "")
+            result = autoscale.evaluate(program, autoscale.Metrics(
+                now=now, samples=self._samples.get(pk, {}),
+                scalars={"$CurrentDedicatedNodes": len(members) - low_now, "$CurrentLowPriorityNodes": low_now,
+                         "$TargetDedicatedNodes": keep_d, "$TargetLowPriorityNodes": keep_l,
+                         "$TaskSlotsPerNode": int(spec.get("taskSlotsPerNode", 1)),
+                         "$UsableNodeCount": len(members), "$PreemptedNodeCount": 0}))
+            run["results"] = result.results_string()
+            dedicated, low = result.target_dedicated, result.target_low_priority
+        except autoscale.FormulaError as e:
+            run["error"] = {"code": getattr(e, "code", "FormulaError") or "FormulaError",
+                            "message": f"{e}. Fix spec.autoScaleFormula; the pool keeps its size until it evaluates."}
+            dedicated, low = keep_d, keep_l
+            err_text = str(e)
+            if state.get("error") != err_text:
+                _event(pool, "Warning", "AutoScaleFormulaError", run["error"]["message"])
+        self._autoscale[pk] = {"generation": meta.get("generation"), "at": now, "run": run,
+                               "dedicated": dedicated, "low": low, "error": err_text}
+        return run, dedicated, low
 
     @staticmethod
     def _cnode_name(pool: str, node_name: str, ns: str) -> str:
@@ -463,6 +543,31 @@ class Engine(SpecialTasks):
             await self._patch_status("tasks", t, init)
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
+        if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
+            await self._patch_status("tasks", t, complete(st, now=now, exit_code=None, result="failure", failure={
+                "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"}))
+            if st.get("podName"):
+                await self.kube.delete_pod(ns, st["podName"])
+            await self._delete_subtask_pods(t, st)
+            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+            return True
+        request = t["spec"].get("reactivateRequestId")
+        if state == COMPLETED and request and request != st.get("handledReactivateRequestId"):
+            info = st.get("executionInfo") or {}
+            if info.get("result") == "failure" and t["spec"].get("desiredState") != "terminated":
+                # Batch: a reactivated task runs again with its retry count reset
+                await self._patch_status("tasks", t, {
+                    "state": ACTIVE, "previousState": state, "stateTransitionTime": now, "attempt": int(st.get("attempt", 1)) + 1,
+                    "podName": None, "nodeInfo": None, "subtasks": None, "handledReactivateRequestId": request,
+                    "executionInfo": {"retryCount": 0, "requeueCount": info.get("requeueCount", 0), "startTime": None,
+                                      "endTime": None, "exitCode": None, "result": None, "failureInfo": None}})
+                _event(t, "Normal", "TaskReactivated", "the failed task was reactivated and will run again")
+            else:
+                await self._patch_status("tasks", t, {"handledReactivateRequestId": request})
+                _event(t, "Warning", "ReactivateIgnored", "only a failed task can be reactivated; this one "
+                       + ("succeeded" if info.get("result") == "success" else "was terminated"))
+            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+            return True
         if state == COMPLETED:
             await self._retention(t, st)
             return True
@@ -581,6 +686,8 @@ class Engine(SpecialTasks):
             pk = key(j["metadata"]["namespace"], pool_id)
             running = 0
             ids = None
+            cycle = None
+            pool_body = s.pools.get(pk)
             for tk in s.tasks_by_job.get(jk, ()):
                 t = s.tasks.get(tk)
                 if not t:
@@ -598,10 +705,23 @@ class Engine(SpecialTasks):
                 if deps and j["spec"].get("usesTaskDependencies"):
                     if ids is None:
                         ids = {(x["spec"].get("id") or x["metadata"]["name"]): x for x in (s.tasks.get(k2) for k2 in s.tasks_by_job.get(jk, ())) if x}
+                        cycle = self._dependency_cycle(jk, ids)
+                    tid = t["spec"].get("id") or t["metadata"]["name"]
+                    if cycle and tid in cycle:
+                        waiting_deps[tk] = {"reason": "DependencyCycle", "queuePosition": 0,
+                                            "message": f"tasks {' -> '.join(cycle)} depend on each other in a cycle and can never start; "
+                                                       "fix dependsOn of one of them"}
+                        continue
                     blocker = _blocking_dependency(deps, ids)
                     if blocker:
                         waiting_deps[tk] = {"reason": "WaitingForDependencies", "message": blocker, "queuePosition": 0}
                         continue
+                mi = t["spec"].get("multiInstanceSettings") or {}
+                if int(mi.get("numberOfInstances", 1)) > 1 and pool_body and not pool_body["spec"].get("enableInterNodeCommunication"):
+                    waiting_deps[tk] = {"reason": "InterNodeCommunicationDisabled", "queuePosition": 0,
+                                        "message": f"a multi-instance task needs a pool with enableInterNodeCommunication: true; "
+                                                   f"pool {pool_id} does not have it. Use another pool or set it on this one"}
+                    continue
                 seq += 1
                 tasks.setdefault(pk, []).append(scheduler.TaskView(
                     key=tk, job=jk, required_slots=int(t["spec"].get("requiredSlots", 1)),
@@ -654,6 +774,20 @@ class Engine(SpecialTasks):
             await asyncio.gather(*pending_writes)
         return touched
 
+    def _dependency_cycle(self, jk: str, ids: dict[str, dict]) -> list[str] | None:
+        """A cycle among the job's task dependencies; recomputed only when its task set changes."""
+        cached = self._cycles.get(jk)
+        if cached and cached[0] == len(ids):
+            return cached[1]
+        graph = {tid: depcore.wanted_ids(t["spec"].get("dependsOn")) for tid, t in ids.items()}
+        cycle = depcore.find_cycle(graph)
+        self._cycles[jk] = (len(ids), cycle)
+        if cycle:
+            j = self.store.jobs.get(jk)
+            if j:
+                _event(j, "Warning", "DependencyCycle", f"tasks {' -> '.join(cycle)} depend on each other in a cycle")
+        return cycle
+
     def _job_priority(self, tk: str) -> int:
         t = self.store.tasks[tk]
         j = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
@@ -667,9 +801,11 @@ class Engine(SpecialTasks):
         if old.get("reason") == reason["reason"] and old.get("message") == reason["message"]:
             return   # positions move constantly; rewrite only when the reason changes
         first = self._pending_since.setdefault(tk, time.monotonic())
-        if time.monotonic() - first < PENDING_REASON_AFTER:
+        if time.monotonic() - first < PENDING_REASON_AFTER and reason["reason"] not in USER_FIXABLE:
             self.store.changed.set()   # look again; most tasks are bound before this
             return
+        if reason["reason"] in USER_FIXABLE:
+            _event(t, "Warning", reason["reason"], reason["message"])
         await self._patch_status("tasks", t, {"pendingReason": reason})
 
     async def _bind(self, b, pool: dict, now: str) -> None:
@@ -770,6 +906,11 @@ class Engine(SpecialTasks):
             conds.append(condition("Schedulable", False, sched_err["code"], sched_err["message"], meta.get("generation")))
             if status.get("executionInfo", {}).get("schedulingError") != sched_err:
                 _event(job, "Warning", sched_err["code"], sched_err["message"])
+        cycle = (self._cycles.get(jk) or (0, None))[1]
+        if cycle:
+            conds.append(condition("DependencyCycle", True, "DependencyCycle",
+                                   f"tasks {' -> '.join(cycle)} depend on each other in a cycle; fix dependsOn of one of them",
+                                   meta.get("generation")))
         conds.append(condition("Completed", step.state == "completed", info.get("terminateReason") or "Running",
                                f"{counts['completed']} of {counts['active'] + counts['running'] + counts['completed']} tasks completed"))
         new = {"state": step.state, "executionInfo": info, "taskCounts": counts, "taskSlotCounts": slots,
@@ -826,10 +967,7 @@ def _seq(t: dict, fallback: int) -> int:
 
 def _blocking_dependency(deps: dict, ids: dict[str, dict]) -> str | None:
     """Why a task may not start yet: the first dependency not satisfied, or None."""
-    wanted = list(deps.get("taskIds") or [])
-    for r in deps.get("taskIdRanges") or []:
-        wanted.extend(str(i) for i in range(int(r["start"]), int(r["end"]) + 1))
-    for tid in wanted:
+    for tid in depcore.wanted_ids(deps):
         t = ids.get(tid)
         if t is None:
             return f"task {tid} does not exist (yet)"
