@@ -22,33 +22,9 @@ LOG_DIR = Path(os.environ.get("PODBATCH_TEST_LOGS", "/tmp/podbatch-test-logs"))
 
 
 def install_crds(api_client, timeout: float = 60.0) -> None:
-    """Create or replace every CRD of crds/ and wait until each is Established."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    ext = client.ApiextensionsV1Api(api_client)
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        name = body["metadata"]["name"]
-        names.append(name)
-        try:
-            ext.create_custom_resource_definition(body, _preload_content=False)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            current = json.loads(ext.read_custom_resource_definition(name, _preload_content=False).data)
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            ext.replace_custom_resource_definition(name, body, _preload_content=False)
-    deadline = time.monotonic() + timeout
-    for name in names:
-        while True:
-            crd = json.loads(ext.read_custom_resource_definition(name, _preload_content=False).data)
-            conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"CRD {name} not Established: {conditions}"
-            time.sleep(0.5)
+    """Create or replace every CRD of crds/ and wait until each is Established (the CLI's own)."""
+    from podbatch.cli.kube import install_crds as cli_install_crds
+    cli_install_crds(api_client, CRD_DIR, timeout=timeout)
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 120, interval: float = 0.5) -> Any:

@@ -65,6 +65,20 @@ def node_root_dir(p: Placement) -> str:
     return f"{p.node_root.rstrip('/')}/{p.namespace}/{p.pool}"
 
 
+def node_env(p: Placement) -> dict[str, str]:
+    """The AZ_BATCH_* variables every pod on a pool node gets."""
+    root = node_root_dir(p)
+    return {
+        "AZ_BATCH_ACCOUNT_NAME": p.namespace,
+        "AZ_BATCH_POOL_ID": p.pool,
+        "AZ_BATCH_NODE_ID": p.compute_node,
+        "AZ_BATCH_NODE_IS_DEDICATED": "true" if p.is_dedicated else "false",
+        "AZ_BATCH_NODE_ROOT_DIR": root,
+        "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
+        "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+    }
+
+
 def _env_list(*maps: dict[str, str]) -> list[dict[str, str]]:
     merged: dict[str, str] = {}
     for m in maps:
@@ -124,13 +138,7 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     root = node_root_dir(placement)
     task_dir = f"{root}/workitems/{job_name}/job-1/{task_id}"
     batch_env = {
-        "AZ_BATCH_ACCOUNT_NAME": placement.namespace,
-        "AZ_BATCH_POOL_ID": placement.pool,
-        "AZ_BATCH_NODE_ID": placement.compute_node,
-        "AZ_BATCH_NODE_IS_DEDICATED": "true" if placement.is_dedicated else "false",
-        "AZ_BATCH_NODE_ROOT_DIR": root,
-        "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
-        "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+        **node_env(placement),
         "AZ_BATCH_NODE_MOUNTS_DIR": f"{root}/fsmounts",
         "AZ_BATCH_JOB_ID": job_name,
         "AZ_BATCH_TASK_ID": task_id,
@@ -208,13 +216,7 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
     root = node_root_dir(placement)
     vol, mount = _node_volume(placement)
     batch_env = {
-        "AZ_BATCH_ACCOUNT_NAME": placement.namespace,
-        "AZ_BATCH_POOL_ID": placement.pool,
-        "AZ_BATCH_NODE_ID": placement.compute_node,
-        "AZ_BATCH_NODE_IS_DEDICATED": "true" if placement.is_dedicated else "false",
-        "AZ_BATCH_NODE_ROOT_DIR": root,
-        "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
-        "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+        **node_env(placement),
         "AZ_BATCH_TASK_DIR": f"{root}/startup",
         "AZ_BATCH_TASK_WORKING_DIR": f"{root}/startup/wd",
     }
