@@ -40,6 +40,7 @@ log = logging.getLogger("podbatch.engine")
 # A waiting task's pendingReason is written once it has waited this long: tasks bound
 # within a pass or two never cost a write for it.
 PENDING_REASON_AFTER = 1.5
+NODE_COUNTS_EVERY = 2.0
 # Reasons only the user can clear: written at once, with an Event.
 USER_FIXABLE = {"RequiredSlotsExceedNode", "InterNodeCommunicationDisabled", "DependencyCycle", "PoolNotFound"}
 
@@ -83,6 +84,7 @@ class Engine(SpecialTasks):
         self._samples: dict[str, dict[str, list[autoscale.Sample]]] = {}   # pool -> metric -> samples (24 h)
         self._autoscale: dict[str, dict] = {}         # pool -> last evaluation
         self._cycles: dict[str, tuple[int, list[str] | None]] = {}   # job -> (task count, cycle)
+        self._node_written: dict[str, float] = {}     # compute node -> when its status was last written
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -482,8 +484,13 @@ class Engine(SpecialTasks):
             new["lastBootTime"] = now_iso()
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
-        if any(status.get(k) != v for k, v in new.items()):
+        changed = [k for k, v in new.items() if status.get(k) != v]
+        counts_only = set(changed) <= {"runningTasksCount", "runningTaskSlotsCount"}
+        if changed and counts_only and time.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
+            self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
+        elif changed:
             res = await self._patch_status("computenodes", c, new)
+            self._node_written[ck] = time.monotonic()
             c = res or c
         del pool_members
         return state, is_schedulable(state, sched_enabled), c
@@ -535,12 +542,12 @@ class Engine(SpecialTasks):
         job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
         state = st.get("state")
         if not state:
+            # A new task is `active` without a write of its own: its first status write is its
+            # binding (or its pending reason), which saves one API write per task.
             invalid = self._validate(t)
-            init = {"state": ACTIVE, "stateTransitionTime": now, "attempt": 1,
-                    "executionInfo": {"retryCount": 0, "requeueCount": 0}}
             if invalid:
-                init["conditions"] = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]
-            await self._patch_status("tasks", t, init)
+                await self._patch_status("tasks", t, {**_initial_status(now), "conditions": [
+                    condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]})
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
         if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
@@ -697,7 +704,7 @@ class Engine(SpecialTasks):
                 if state in (PREPARING, RUNNING):
                     running += 1
                     continue
-                if state != ACTIVE or any(c.get("reason") == "InvalidSpec" and c.get("status") == "False" for c in st.get("conditions") or []):
+                if state not in (None, ACTIVE) or any(c.get("reason") == "InvalidSpec" and c.get("status") == "False" for c in st.get("conditions") or []):
                     continue
                 if t["spec"].get("desiredState") == "terminated":
                     continue
@@ -806,7 +813,8 @@ class Engine(SpecialTasks):
             return
         if reason["reason"] in USER_FIXABLE:
             _event(t, "Warning", reason["reason"], reason["message"])
-        await self._patch_status("tasks", t, {"pendingReason": reason})
+        st = t.get("status") or {}
+        await self._patch_status("tasks", t, {"pendingReason": reason, **({} if st.get("state") else _initial_status(now_iso()))})
 
     async def _bind(self, b, pool: dict, now: str) -> None:
         s = self.store
@@ -817,7 +825,9 @@ class Engine(SpecialTasks):
         attempt = int(st.get("attempt", 1))
         root = pods.node_root_dir(self._placement(pool, c))
         tid = t["spec"].get("id") or t["metadata"]["name"]
-        new = {"state": PREPARING, "previousState": st.get("state"), "stateTransitionTime": now, "attempt": attempt,
+        info = st.get("executionInfo") or {}
+        new = {"state": PREPARING, "previousState": st.get("state") or ACTIVE, "stateTransitionTime": now, "attempt": attempt,
+               "executionInfo": {"retryCount": info.get("retryCount", 0), "requeueCount": info.get("requeueCount", 0)},
                "podName": naming.task_pod_name(t["metadata"]["name"], attempt), "pendingReason": None,
                "nodeInfo": {"poolId": pool["metadata"]["name"], "nodeId": c["metadata"]["name"],
                             "nodeName": c["spec"]["nodeName"],
@@ -930,6 +940,10 @@ class Engine(SpecialTasks):
             counts[st] = counts.get(st, 0) + 1
         for st in ("active", "preparing", "running", "completed"):
             metrics.TASKS.labels(st).set(counts.get(st, 0))
+
+
+def _initial_status(now: str) -> dict:
+    return {"state": ACTIVE, "stateTransitionTime": now, "attempt": 1, "executionInfo": {"retryCount": 0, "requeueCount": 0}}
 
 
 def body_key(body: dict | None) -> str:
