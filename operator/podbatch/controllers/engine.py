@@ -85,6 +85,9 @@ class Engine(SpecialTasks):
         self._autoscale: dict[str, dict] = {}         # pool -> last evaluation
         self._cycles: dict[str, tuple[int, list[str] | None]] = {}   # job -> (task count, cycle)
         self._node_written: dict[str, float] = {}     # compute node -> when its status was last written
+        self._last_node_states: dict[str, tuple] = {}
+        self._replan: set[str] = set()                # pools to plan again next pass (deferred pending reasons)
+        self._cnode_pool: dict[str, str] = {}
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -110,15 +113,22 @@ class Engine(SpecialTasks):
 
     async def reconcile(self) -> None:
         s = self.store
-        dirty_pools, s.dirty_pools = s.dirty_pools | set(s.pools), set()   # pools are few: always
+        changed_pools, s.dirty_pools = s.dirty_pools, set()
         dirty_tasks, s.dirty_tasks = s.dirty_tasks, set()
         dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
-        for pk in list(dirty_pools):
-            if pk in s.pools:
-                await self._safely(f"pool {pk}", self.reconcile_pool(s.pools[pk]))
+        for pk in list(s.pools):   # pools are few: every pass (timers, autoscale, resize)
+            await self._safely(f"pool {pk}", self.reconcile_pool(s.pools[pk]))
         node_view = await self.reconcile_nodes()
+        node_states = {ck: v[:2] for ck, v in node_view.items()}
+        if node_states != self._last_node_states:   # a node came, went or changed state: its pool replans
+            changed_pools.update(key(v[2]["metadata"]["namespace"], v[2]["spec"]["poolName"]) for ck, v in node_view.items()
+                                 if self._last_node_states.get(ck) != v[:2])
+            changed_pools.update(self._pools_of_cnodes(set(self._last_node_states) - set(node_states)))
+            self._last_node_states = node_states
         dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
-        dirty_jobs |= await self.schedule(node_view)
+        sched_pools = changed_pools | self._replan | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
+        self._replan = set()
+        dirty_jobs |= await self.schedule(node_view, sched_pools)
         for jk in dirty_jobs | self._jobs_with_timers():
             if jk in s.jobs:
                 await self._safely(f"job {jk}", self.reconcile_job(s.jobs[jk]), redo=(s.dirty_jobs, jk))
@@ -343,16 +353,7 @@ class Engine(SpecialTasks):
 
     # ------------------------------------------------------------------ 2. compute nodes
     def _inflight_by_cnode(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for tk, t in self.store.tasks.items():
-            st = t.get("status") or {}
-            if st.get("state") in (PREPARING, RUNNING) and st.get("nodeInfo"):
-                ns = t["metadata"]["namespace"]
-                out.setdefault(key(ns, st["nodeInfo"].get("nodeId", "")), set()).add(tk)
-                for sub in st.get("subtasks") or []:   # the other instances of a gang hold their nodes too
-                    if sub.get("id", 0) and sub.get("nodeName"):
-                        out.setdefault(key(ns, sub["nodeName"]), set()).add(tk)
-        return out
+        return self.store.inflight
 
     async def reconcile_nodes(self) -> dict:
         """Derive every compute node's state; returns {cnode key: (state, schedulable, body)}."""
@@ -360,6 +361,7 @@ class Engine(SpecialTasks):
         inflight = self._inflight_by_cnode()
         view: dict[str, tuple[str, bool, dict]] = {}
         for ck, c in list(s.cnodes.items()):
+            self._cnode_pool[ck] = key(c["metadata"]["namespace"], c["spec"].get("poolName", ""))
             got = await self._safely(f"compute node {ck}", self.reconcile_node(ck, c, inflight.get(ck, set())))
             view[ck] = got or ((c.get("status") or {}).get("state", "unusable"), False, c)
         self._inflight = inflight
@@ -648,6 +650,24 @@ class Engine(SpecialTasks):
             env.update({"AZ_BATCH_HOST_LIST": ",".join(ips), "AZ_BATCH_NODE_LIST": ";".join(ips),
                         "AZ_BATCH_MASTER_NODE": f"{ips[0]}:6000"})
         coordination = (t["spec"].get("multiInstanceSettings") or {}).get("coordinationCommandLine")
+        from podbatch.core import files as rfiles   # resource files: list blob containers here (IO), pods pure
+        resource_files = t["spec"].get("resourceFiles")
+        listings: dict = {}
+        for url, prefix in rfiles.container_listing_wanted(resource_files):
+            try:
+                from azure.core.exceptions import HttpResponseError
+                from azure.storage.blob.aio import ContainerClient
+
+                async def _names() -> list[str]:
+                    async with ContainerClient.from_container_url(url, retry_total=1, connection_timeout=10, read_timeout=30) as cc:
+                        return [b.name async for b in cc.list_blobs(name_starts_with=prefix or None)]
+                listings[(url, prefix)] = await asyncio.wait_for(_names(), 90)
+            except HttpResponseError as e:
+                listings[(url, prefix)] = f"listing the container failed: HTTP {e.status_code} {e.reason or ''} {getattr(e, 'error_code', None) or ''}".strip()
+            except Exception as e:   # noqa: BLE001 - any failure is the task's preprocessing error
+                listings[(url, prefix)] = f"listing the container failed: {type(e).__name__}: {e}"[:500]
+        if listings:
+            resource_files = rfiles.expand_resource_files(resource_files, listings)
         for idx, cn, pod_name in placements:
             if cn is None:
                 continue
@@ -661,7 +681,8 @@ class Engine(SpecialTasks):
             pod = pods.task_pod(task=t, job=job, pool_spec=pool["spec"], placement=placement, attempt=attempt,
                                 owner=pods.owner_reference(t), extra_env=extra, pod_name=pod_name,
                                 service_account=self.job_manager_account(job, t),
-                                coordination=coordination if gang else None, then_wait=idx > 0)
+                                coordination=coordination if gang else None, then_wait=idx > 0,
+                                resource_files=resource_files if idx == 0 else [], tools_image=self.settings.tools_image)
             res = await self.kube.create_pod(pod)
             if res:
                 s.put_pod(res)
@@ -679,7 +700,7 @@ class Engine(SpecialTasks):
             await self.kube.delete_pod(t["metadata"]["namespace"], pod)
 
     # ------------------------------------------------------------------ 4. scheduling
-    def _ready_tasks_by_pool(self) -> tuple[dict[str, list], dict[str, scheduler.JobView], dict[str, dict]]:
+    def _ready_tasks_by_pool(self, only_pools: set[str] | None = None) -> tuple[dict[str, list], dict[str, scheduler.JobView], dict[str, dict]]:
         s = self.store
         jobs: dict[str, scheduler.JobView] = {}
         tasks: dict[str, list] = {}
@@ -691,19 +712,19 @@ class Engine(SpecialTasks):
                 continue
             pool_id = (j["spec"].get("poolInfo") or {}).get("poolId") or ""
             pk = key(j["metadata"]["namespace"], pool_id)
-            running = 0
+            if only_pools is not None and pk not in only_pools:
+                continue
+            counts = s.job_state_counts.get(jk) or {}
+            running = counts.get(PREPARING, 0) + counts.get(RUNNING, 0)
             ids = None
             cycle = None
             pool_body = s.pools.get(pk)
-            for tk in s.tasks_by_job.get(jk, ()):
+            for tk in s.active_by_job.get(jk, ()):
                 t = s.tasks.get(tk)
                 if not t:
                     continue
                 st = t.get("status") or {}
                 state = st.get("state")
-                if state in (PREPARING, RUNNING):
-                    running += 1
-                    continue
                 if state not in (None, ACTIVE) or any(c.get("reason") == "InvalidSpec" and c.get("status") == "False" for c in st.get("conditions") or []):
                     continue
                 if t["spec"].get("desiredState") == "terminated":
@@ -743,9 +764,10 @@ class Engine(SpecialTasks):
                                          last_bound=self._last_bound.get(jk, 0), prep_blocked_nodes=self.prep_blocked(j))
         return tasks, jobs, waiting_deps
 
-    async def schedule(self, node_view: dict) -> set[str]:
+    async def schedule(self, node_view: dict, pools: set[str]) -> set[str]:
+        """Plan the pools whose queue, jobs or nodes changed since the last pass."""
         s = self.store
-        ready, jobs, waiting_deps = self._ready_tasks_by_pool()
+        ready, jobs, waiting_deps = self._ready_tasks_by_pool(pools)
         touched: set[str] = set()
         now = now_iso()
         pending_writes = []
@@ -795,6 +817,15 @@ class Engine(SpecialTasks):
                 _event(j, "Warning", "DependencyCycle", f"tasks {' -> '.join(cycle)} depend on each other in a cycle")
         return cycle
 
+    def _pool_of_job(self, jk: str) -> str:
+        j = self.store.jobs.get(jk)
+        if not j:
+            return ""
+        return key(j["metadata"]["namespace"], (j["spec"].get("poolInfo") or {}).get("poolId") or "")
+
+    def _pools_of_cnodes(self, cnodes: set[str]) -> set[str]:
+        return {self._cnode_pool[c] for c in cnodes if c in self._cnode_pool}
+
     def _job_priority(self, tk: str) -> int:
         t = self.store.tasks[tk]
         j = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
@@ -809,6 +840,7 @@ class Engine(SpecialTasks):
             return   # positions move constantly; rewrite only when the reason changes
         first = self._pending_since.setdefault(tk, time.monotonic())
         if time.monotonic() - first < PENDING_REASON_AFTER and reason["reason"] not in USER_FIXABLE:
+            self._replan.add(self._pool_of_job(key(t["metadata"]["namespace"], t["spec"].get("jobName", ""))))
             self.store.changed.set()   # look again; most tasks are bound before this
             return
         if reason["reason"] in USER_FIXABLE:
@@ -840,8 +872,6 @@ class Engine(SpecialTasks):
         self._pending_since.pop(b.task, None)
         if not res:
             return
-        for n in b.nodes:
-            self._inflight.setdefault(n, set()).add(b.task)
         job = s.jobs.get(key(ns, t["spec"]["jobName"]))
         if job:
             await self._create_task_pod(res, res.get("status") or {}, job)
@@ -934,12 +964,8 @@ class Engine(SpecialTasks):
             await self._patch_status("jobs", job, new)
 
     def _gauge_tasks(self) -> None:
-        counts: dict[str, int] = {}
-        for t in self.store.tasks.values():
-            st = (t.get("status") or {}).get("state") or "active"
-            counts[st] = counts.get(st, 0) + 1
         for st in ("active", "preparing", "running", "completed"):
-            metrics.TASKS.labels(st).set(counts.get(st, 0))
+            metrics.TASKS.labels(st).set(self.store.state_counts.get(st, 0))
 
 
 def _initial_status(now: str) -> dict:

@@ -24,7 +24,9 @@ _engine_task: asyncio.Task | None = None
 
 
 def _record(put):
-    def handler(event, **_):
+    # async: kopf runs it on its event loop, the engine's loop; a plain `def` would run in
+    # kopf's thread pool and race with the engine over the store.
+    async def handler(event, **_):
         obj = event.get("object")
         if obj:
             put(obj, deleted=event.get("type") == "DELETED")

@@ -6,7 +6,7 @@ Pods are kept compact (labels + the fields the state machines read), not whole.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from podbatch.core import naming
@@ -47,6 +47,12 @@ class Store:
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
         self.prep_pods: dict[str, set[str]] = defaultdict(set)   # cnode key -> nodeprep pod keys
         self.job_pods: dict[str, set[str]] = defaultdict(set)    # job key -> its preparation and release pod keys
+        self.inflight: dict[str, set[str]] = defaultdict(set)      # cnode key -> tasks preparing/running there
+        self.task_nodes: dict[str, tuple[str, ...]] = {}            # task -> the cnodes it holds
+        self.task_state: dict[str, str] = {}
+        self.state_counts: Counter = Counter()
+        self.job_state_counts: dict[str, Counter] = defaultdict(Counter)
+        self.active_by_job: dict[str, set[str]] = defaultdict(set)  # queued tasks per job
         self.dirty_tasks: set[str] = set()
         self.dirty_jobs: set[str] = set()
         self.dirty_pools: set[str] = set()
@@ -60,8 +66,38 @@ class Store:
         old = table.get(k)
         if old is not None and _rv(old) > _rv(body):
             return False   # an older event than what a write already told us
+        meta = body.get("metadata") or {}
+        meta.pop("managedFields", None)   # the largest part of a body, and never read
+        (meta.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
         table[k] = body
         return True
+
+    def _index_task(self, k: str, job: str, body: dict | None) -> None:
+        """Keep the per-node, per-job and per-state indexes of tasks exact, so a pass
+        reads what is queued or in flight without scanning every task ever seen."""
+        for ck in self.task_nodes.pop(k, ()):
+            self.inflight[ck].discard(k)
+        old = self.task_state.pop(k, None)
+        if old:
+            self.state_counts[old] -= 1
+            self.job_state_counts[job][old] -= 1
+        self.active_by_job[job].discard(k)
+        if body is None:
+            return
+        st = body.get("status") or {}
+        state = st.get("state") or "active"
+        self.task_state[k] = state
+        self.state_counts[state] += 1
+        self.job_state_counts[job][state] += 1
+        if state == "active":
+            self.active_by_job[job].add(k)
+        elif state in ("preparing", "running") and st.get("nodeInfo"):
+            ns = body["metadata"]["namespace"]
+            nodes = {key(ns, st["nodeInfo"].get("nodeId", ""))}
+            nodes.update(key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0) and x.get("nodeName"))
+            self.task_nodes[k] = tuple(nodes)
+            for ck in nodes:
+                self.inflight[ck].add(k)
 
     # --- podbatch kinds ---------------------------------------------------------
     def put_pool(self, body: dict, deleted: bool = False) -> None:
@@ -98,8 +134,10 @@ class Store:
         if deleted:
             self.tasks.pop(k, None)
             self.tasks_by_job[job].discard(k)
+            self._index_task(k, job, None)
         elif self._put(self.tasks, k, body):
             self.tasks_by_job[job].add(k)
+            self._index_task(k, job, body)
         self.dirty_tasks.add(k)
         self.dirty_jobs.add(job)
         self._touch()

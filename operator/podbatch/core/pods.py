@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podbatch import GROUP
-from podbatch.core import naming
+from podbatch.core import files, naming
 from podbatch.core.durations import seconds
 
 NONADMIN_UID = 1000
@@ -33,7 +33,9 @@ exec 3>"$f.o" 4>"$f.e"
 if [ -n "$PODBATCH_COORDINATION" ]; then eval "$PODBATCH_COORDINATION" >&3 2>&4; fi
 if [ "$PODBATCH_THEN_WAIT" = 1 ]; then exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exec sleep 2147483647; fi
 "$@" >&3 2>&4; rc=$?
-exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exit $rc
+exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"
+[ -z "$PODBATCH_UPLOAD" ] || sh -c "$PODBATCH_UPLOAD" podbatch-upload "$rc" >"$d/fileuploadout.txt" 2>"$d/fileuploaderr.txt"
+exit $rc
 '''.strip()
 
 NODEPREP_SCRIPT = r'''
@@ -126,12 +128,16 @@ def _resources(spec: dict) -> dict:
 def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, attempt: int,
              owner: dict | None = None, extra_env: dict[str, str] | None = None, role: str = "task",
              pod_name: str | None = None, service_account: str | None = None,
-             coordination: str | None = None, then_wait: bool = False) -> dict:
+             coordination: str | None = None, then_wait: bool = False,
+             resource_files: list[dict] | None = None, tools_image: str = "busybox") -> dict:
     """The pod of one attempt of a task, bound to `placement.node_name` (no kube-scheduler).
 
     Also builds the job's preparation and release pods (`role` jobprep / jobrelease) and the
     instances of a multi-instance task: `coordination` runs before the command, and
-    `then_wait` keeps a subtask alive until podbatch stops it when the primary ends."""
+    `then_wait` keeps a subtask alive until podbatch stops it when the primary ends.
+    `resource_files` are the task's resource files with container URLs expanded
+    (core.files.expand_resource_files); files.pod_files adds their init container and
+    the output-file upload step. Raises files.FileSpecError for entries that cannot work."""
     meta, spec = task["metadata"], task["spec"]
     job_name = job["metadata"]["name"]
     task_id = spec.get("id") or meta["name"]
@@ -170,6 +176,10 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     resources = _resources(spec)
     if resources:
         main["resources"] = resources
+    extra_files = files.pod_files(spec, resource_files=resource_files, tools_image=tools_image,
+                                  security=main["securityContext"], env=env, node_mount=mount)
+    main["env"] = main["env"] + extra_files.main_env
+    main["volumeMounts"] = main["volumeMounts"] + extra_files.main_mounts
     pod_spec: dict[str, Any] = {
         "nodeName": placement.node_name,
         "restartPolicy": "Never",
@@ -180,6 +190,9 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
         "containers": [main],
         "volumes": [vol],
     }
+    if extra_files.init_containers:
+        pod_spec["initContainers"] = extra_files.init_containers
+        pod_spec["volumes"] = [vol, *extra_files.volumes]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     wall = seconds(((spec.get("constraints") or {}).get("maxWallClockTime")) or spec.get("maxWallClockTime"))

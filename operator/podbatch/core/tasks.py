@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from podbatch.core import files
+
 ACTIVE, PREPARING, RUNNING, COMPLETED = "active", "preparing", "running", "completed"
 REQUEUE_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError", "NodeAffinity", "OutOfpods", "Preempting"}
 
@@ -28,24 +30,33 @@ class PodView:
     finished_at: str | None = None
     deleting: bool = False
     host_ip: str = ""
+    preprocessing_failure: dict | None = None   # failureInfo of a failed resource-file download
+    upload_error: str = ""                      # why an output-file upload failed
 
 
 def pod_view(pod: dict) -> PodView:
     status = pod.get("status") or {}
     exit_code = started = finished = None
-    creason = ""
+    creason = upload = ""
+    pre = None
+    for cs in status.get("initContainerStatuses") or []:
+        t = (cs.get("state") or {}).get("terminated") or {}
+        if cs.get("name") == files.RESOURCE_CONTAINER and t.get("exitCode"):
+            pre = files.download_failure(t.get("message") or "", t.get("exitCode"))
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if "terminated" in state:
             t = state["terminated"]
             exit_code, creason = t.get("exitCode"), t.get("reason", "")
+            upload = files.upload_failure(t.get("message") or "")
             started, finished = t.get("startedAt"), t.get("finishedAt")
         elif "running" in state:
             started = state["running"].get("startedAt")
     return PodView(name=pod["metadata"]["name"], phase=status.get("phase", "Pending"), reason=status.get("reason", ""),
                    message=status.get("message", ""), exit_code=exit_code, container_reason=creason,
                    started_at=started or status.get("startTime"), finished_at=finished,
-                   deleting=bool(pod["metadata"].get("deletionTimestamp")), host_ip=status.get("hostIP", ""))
+                   deleting=bool(pod["metadata"].get("deletionTimestamp")), host_ip=status.get("hostIP", ""),
+                   preprocessing_failure=pre, upload_error=upload)
 
 
 @dataclass(slots=True)
@@ -145,6 +156,23 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
         return out
     if pod.deleting and pod.phase not in ("Succeeded", "Failed"):
         return out   # wait until it is gone, so two attempts never run at once
+    if pod.phase == "Failed" and pod.preprocessing_failure and pod.reason not in REQUEUE_REASONS:
+        # Batch: a resource file that cannot be downloaded is a preprocessing error; no retry
+        failure = pod.preprocessing_failure
+        out.status = complete(status, now=now, exit_code=None, result="failure", failure=failure)
+        out.event = ("Warning", "TaskPreprocessingFailed", failure["message"])
+        out.completed = True
+        out.job_action = exit_options(task_spec, exit_code=None, kind="preProcessingError").get("jobAction")
+        return out
+    if pod.phase == "Succeeded" and pod.upload_error:
+        failure = {"category": "usererror", "code": "FileUploadError",
+                   "message": f"Output files could not be uploaded: {pod.upload_error}"}
+        out.status = complete(status, now=pod.finished_at or now, exit_code=pod.exit_code or 0, result="failure",
+                              failure=failure, started=pod.started_at)
+        out.event = ("Warning", "TaskFileUploadFailed", failure["message"])
+        out.completed = True
+        out.job_action = exit_options(task_spec, exit_code=None, kind="fileUploadError").get("jobAction")
+        return out
     if pod.phase == "Succeeded":
         out.status = complete(status, now=pod.finished_at or now, exit_code=pod.exit_code or 0,
                               result="success", started=pod.started_at)
@@ -174,10 +202,21 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
     message = f"The task process exited with an unexpected exit code {code}"
     if pod.container_reason in ("ContainerCannotRun", "StartError"):
         message = f"The task's container could not start ({pod.container_reason}); does the image have /bin/sh? {pod.message}".strip()
+    if pod.upload_error:
+        message += f"; output files could not be uploaded either: {pod.upload_error}"
     failure = {"category": category, "code": "FailureExitCode", "message": message}
     out.status = complete(status, now=pod.finished_at or now, exit_code=code, result="failure", failure=failure,
                           started=pod.started_at)
     out.event = ("Warning", "TaskFailed", message)
     out.completed = True
     out.job_action = exit_options(task_spec, exit_code=code).get("jobAction")
+    if pod.upload_error and not _explicit_exit_code(task_spec, code):
+        # Batch: an exit code named in exitCodes/exitCodeRanges takes precedence over fileUploadError
+        out.job_action = exit_options(task_spec, exit_code=None, kind="fileUploadError").get("jobAction")
     return out
+
+
+def _explicit_exit_code(task_spec: dict, code: int | None) -> bool:
+    ec = task_spec.get("exitConditions") or {}
+    return any(i.get("code") == code for i in ec.get("exitCodes") or []) or any(
+        code is not None and i.get("start", 0) <= code <= i.get("end", 0) for i in ec.get("exitCodeRanges") or [])
