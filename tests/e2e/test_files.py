@@ -181,27 +181,32 @@ def test_missing_resource_file_is_a_preprocessing_error(real_pool, objects, name
 @pytest.fixture()
 def pvc(core_v1, namespace):
     """A hostPath PersistentVolume (cluster-scoped, deleted after) bound to claim `results`."""
-    from kubernetes import client
     path = Path(tempfile.mkdtemp(prefix="podbatch-pv-"))
     path.chmod(0o777)   # the task writes as its non-root user
     pv_name = f"{namespace}-results"
-    core_v1.create_persistent_volume(client.V1PersistentVolume(
-        metadata=client.V1ObjectMeta(name=pv_name, labels={"podbatch.io/test": "1"}),
-        spec=client.V1PersistentVolumeSpec(
-            capacity={"storage": "1Gi"}, access_modes=["ReadWriteOnce"], storage_class_name="",
-            persistent_volume_reclaim_policy="Retain", host_path=client.V1HostPathVolumeSource(path=str(path)),
-            claim_ref=client.V1ObjectReference(namespace=namespace, name="results"))))
+    core_v1.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"podbatch.io/test": "1"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path)},
+                 "claimRef": {"namespace": namespace, "name": "results"}}})
     try:
-        core_v1.create_namespaced_persistent_volume_claim(namespace, client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name="results"),
-            spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"], storage_class_name="", volume_name=pv_name,
-                                                    resources=client.V1ResourceRequirements(requests={"storage": "1Gi"}))))
+        core_v1.create_namespaced_persistent_volume_claim(namespace, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "results"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
+                     "resources": {"requests": {"storage": "1Gi"}}}})
         wait_for("claim results Bound", lambda: core_v1.read_namespaced_persistent_volume_claim(
             "results", namespace).status.phase == "Bound", 60)
         yield "results", path
     finally:
+        for delete in (lambda: core_v1.delete_namespaced_persistent_volume_claim("results", namespace),
+                       lambda: core_v1.delete_persistent_volume(pv_name)):
+            try:
+                delete()
+            except Exception:
+                pass
         try:
-            core_v1.delete_persistent_volume(pv_name)
+            wait_for(f"PV {pv_name} gone", lambda: pv_name not in {v.metadata.name for v in core_v1.list_persistent_volume().items}, 60)
         except Exception:
             pass
         shutil.rmtree(path, ignore_errors=True)

@@ -14,6 +14,7 @@ Per-pass cost follows what changed and what is queued, not the total ever seen.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from datetime import datetime, timezone
@@ -88,6 +89,8 @@ class Engine(SpecialTasks):
         self._last_node_states: dict[str, tuple] = {}
         self._replan: set[str] = set()                # pools to plan again next pass (deferred pending reasons)
         self._cnode_pool: dict[str, str] = {}
+        self._retention_due: list[tuple[float, str]] = []   # (when, task) heap
+        self._retention_known: set[str] = set()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -129,6 +132,7 @@ class Engine(SpecialTasks):
         sched_pools = changed_pools | self._replan | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
         self._replan = set()
         dirty_jobs |= await self.schedule(node_view, sched_pools)
+        await self.expire_retention()
         for jk in dirty_jobs | self._jobs_with_timers():
             if jk in s.jobs:
                 await self._safely(f"job {jk}", self.reconcile_job(s.jobs[jk]), redo=(s.dirty_jobs, jk))
@@ -235,6 +239,14 @@ class Engine(SpecialTasks):
         counts["total"] = len(members)
         low = sum(1 for m in members if naming.LABEL_LOW_PRIORITY in (m["metadata"].get("labels") or {}))
         alloc = "stopping" if deleting else ("steady" if len(members) == target and not any(m["metadata"].get("deletionTimestamp") for m in members) else "resizing")
+        if alloc == "resizing" and status.get("allocationState") == "resizing":
+            since = parse_time(status.get("allocationStateTransitionTime"))
+            limit = seconds(spec.get("resizeTimeout")) or 900
+            if since and time.time() - since > limit:
+                errors.append({"code": "AllocationTimedOut",
+                               "message": f"the pool did not reach its target of {target} nodes within resizeTimeout "
+                                          f"({spec.get('resizeTimeout', 'PT15M')}); it has {len(members)}. "
+                                          "podbatch keeps trying; check the node group (kwok/nodes/Cluster API)"})
         if errors:
             alloc = "steady" if len(members) >= len(live) and alloc == "resizing" and not deleting else alloc
         new = {"allocationState": alloc, "currentDedicatedNodes": len(members) - low, "currentLowPriorityNodes": low,
@@ -349,7 +361,31 @@ class Engine(SpecialTasks):
                                                  {"spec": {"schedulingState": "disabled", "nodeDisableSchedulingOption": "taskcompletion"}})
                 continue   # released once its tasks end
             await self._stop_tasks(tasks, option, "the node was removed from the pool")
-            await provider.release(pool, m)
+            await self._release(pool, provider, m, c)
+
+    async def _release(self, pool: dict, provider, node: dict, c: dict | None) -> None:
+        """Give a node back, after wiping the pool's directories on it (real nodes only:
+        a simulated node has no disk)."""
+        fake = (node["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) == "fake"
+        if c is not None and not fake and _ready(node) == "True":
+            placement = self._placement(pool, c)
+            phase = await self._remove_dirs(placement, [pods.node_root_dir(placement)], f"release-{self._boot_of(c)}",
+                                            owner=pods.owner_reference(c))
+            if phase not in ("Succeeded", "Failed"):
+                return   # released on a later pass, once the directories are gone
+        await provider.release(pool, node)
+
+    async def _remove_dirs(self, placement: pods.Placement, paths: list[str], tag: str, owner: dict) -> str:
+        """Run (once per tag) a pod deleting `paths` on the node; returns its phase."""
+        name = naming.cleanup_pod_name(placement.compute_node, tag)
+        rec = self.store.pods.get(key(placement.namespace, name))
+        if rec:
+            return rec.view.phase
+        res = await self.kube.create_pod(pods.cleanup_pod(placement=placement, paths=paths, name=name,
+                                                          tools_image=self.settings.tools_image, owner=owner))
+        if res:
+            self.store.put_pod(res)
+        return "Pending"
 
     # ------------------------------------------------------------------ 2. compute nodes
     def _inflight_by_cnode(self) -> dict[str, set[str]]:
@@ -400,7 +436,7 @@ class Engine(SpecialTasks):
                         await self.kube.patch_object("pools", ns, spec["poolName"], {"spec": {field: target - 1}})
                     prov = provider_for(pool, self.kube)
                     if knode:
-                        await prov.release(pool, knode)
+                        await self._release(pool, prov, knode, c)
                     handled[op] = req["requestId"]
                     await self._patch_status("computenodes", c, {"handledRequests": handled, "state": "leavingpool",
                                                                   "stateTransitionTime": now_iso()})
@@ -578,7 +614,7 @@ class Engine(SpecialTasks):
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
         if state == COMPLETED:
-            await self._retention(t, st)
+            self._note_retention(tk, t, st)
             return True
         if state not in (PREPARING, RUNNING) or job is None:
             return True
@@ -692,12 +728,45 @@ class Engine(SpecialTasks):
             if sub.get("id", 0) and sub.get("podName"):
                 await self.kube.delete_pod(t["metadata"]["namespace"], sub["podName"], grace=0)
 
-    async def _retention(self, t: dict, st: dict) -> None:
+    def _note_retention(self, tk: str, t: dict, st: dict) -> None:
+        """Remember when a completed task's retention ends (a heap: no scan of old tasks)."""
+        if tk in self._retention_known or any(c.get("type") == "Retained" and c.get("status") == "False"
+                                              for c in st.get("conditions") or []):
+            return
         keep = seconds((t["spec"].get("constraints") or {}).get("retentionTime")) or 7 * 86400
-        end = parse_time((st.get("executionInfo") or {}).get("endTime"))
-        pod = st.get("podName")
-        if pod and end and time.time() - end > keep and key(t["metadata"]["namespace"], pod) in self.store.pods:
-            await self.kube.delete_pod(t["metadata"]["namespace"], pod)
+        end = parse_time((st.get("executionInfo") or {}).get("endTime")) or time.time()
+        heapq.heappush(self._retention_due, (end + keep, tk))
+        self._retention_known.add(tk)
+
+    async def expire_retention(self) -> None:
+        """retentionTime: delete the task's pod and, on a real node, its task directory."""
+        now = time.time()
+        while self._retention_due and self._retention_due[0][0] <= now:
+            _, tk = heapq.heappop(self._retention_due)
+            self._retention_known.discard(tk)
+            t = self.store.tasks.get(tk)
+            if t:
+                await self._safely(f"retention of {tk}", self._expire(t))
+
+    async def _expire(self, t: dict) -> None:
+        s = self.store
+        st = t.get("status") or {}
+        ns = t["metadata"]["namespace"]
+        ni = st.get("nodeInfo") or {}
+        c = s.cnodes.get(key(ns, ni.get("nodeId", "")))
+        pool = s.pools.get(key(ns, ni.get("poolId", "")))
+        knode = s.knodes.get(ni.get("nodeName", ""))
+        if c and pool and knode and (knode["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) != "fake" \
+                and ni.get("taskRootDirectory"):
+            await self._remove_dirs(self._placement(pool, c), [ni["taskRootDirectory"]],
+                                    f"task-{t['metadata']['uid']}-{st.get('attempt')}", owner=pods.owner_reference(t))
+        for sub in [st.get("podName")] + [x.get("podName") for x in st.get("subtasks") or []]:
+            if sub:
+                await self.kube.delete_pod(ns, sub)
+        conds = [c2 for c2 in st.get("conditions") or [] if c2.get("type") != "Retained"]
+        conds.append(condition("Retained", False, "RetentionTimeExpired",
+                               "the task's pod and directory were removed after constraints.retentionTime"))
+        await self._patch_status("tasks", t, {"conditions": conds})
 
     # ------------------------------------------------------------------ 4. scheduling
     def _ready_tasks_by_pool(self, only_pools: set[str] | None = None) -> tuple[dict[str, list], dict[str, scheduler.JobView], dict[str, dict]]:

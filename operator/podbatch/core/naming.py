@@ -72,3 +72,7 @@ def job_manager_task_name(job: str, task_id: str) -> str:
 
 
 LABEL_JOB_MANAGER = f"{GROUP}/job-manager"
+
+
+def cleanup_pod_name(compute_node: str, tag: str) -> str:
+    return _short(compute_node, 200) + "-cleanup-" + hashlib.sha1(tag.encode()).hexdigest()[:8]

@@ -279,6 +279,33 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
     return pod
 
 
+def cleanup_pod(*, placement: Placement, paths: list[str], name: str, tools_image: str = "busybox",
+                owner: dict | None = None) -> dict:
+    """A root pod that deletes node directories (a released node's, an expired task's).
+    Only paths under the pool's node root are accepted."""
+    root = node_root_dir(placement)
+    for path in paths:
+        if not (path == root or path.startswith(root + "/")) or "/../" in path:
+            raise ValueError(f"refusing to delete {path!r}: not under the node root {root}")
+    vol, mount = _node_volume(placement)
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": placement.namespace,
+                     "labels": {naming.LABEL_ROLE: "cleanup", naming.LABEL_POOL: naming.label_value(placement.pool),
+                                naming.LABEL_NODE: naming.label_value(placement.compute_node)}},
+        "spec": {"nodeName": placement.node_name, "restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "enableServiceLinks": False, "terminationGracePeriodSeconds": 5, "tolerations": _tolerations(placement),
+                 "containers": [{"name": "cleanup", "image": tools_image, "imagePullPolicy": "IfNotPresent",
+                                 "command": ["/bin/rm", "-rf", "--", *paths],
+                                 "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False},
+                                 "volumeMounts": [mount]}],
+                 "volumes": [vol]},
+    }
+    if owner:
+        pod["metadata"]["ownerReferences"] = [owner]
+    return pod
+
+
 def owner_reference(body: dict, *, controller: bool = True) -> dict:
     return {"apiVersion": body.get("apiVersion", f"{GROUP}/v1alpha1"), "kind": body["kind"],
             "name": body["metadata"]["name"], "uid": body["metadata"]["uid"],
