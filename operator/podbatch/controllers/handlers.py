@@ -21,6 +21,7 @@ log = logging.getLogger("podbatch")
 STORE = Store()
 SETTINGS = Settings()
 _engine_task: asyncio.Task | None = None
+_kube: Kube | None = None
 
 
 def _record(put):
@@ -43,7 +44,7 @@ kopf.on.event("", "v1", "nodes")(_record(STORE.put_knode))
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_) -> None:
-    global _engine_task
+    global _engine_task, _kube
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.INFO
@@ -51,7 +52,7 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.client_timeout = 330
     settings.batching.worker_limit = 2000
     settings.execution.max_workers = 4
-    kube = await Kube.connect(SETTINGS.api_concurrency)
+    kube = _kube = await Kube.connect(SETTINGS.api_concurrency)
     engine = Engine(STORE, kube, SETTINGS)
     _engine_task = asyncio.create_task(engine.run(), name="podbatch-engine")
     asyncio.create_task(_mark_synced(), name="podbatch-synced")
@@ -77,7 +78,12 @@ async def stop(**_) -> None:
 @kopf.on.delete(GROUP, VERSION, "pools")
 async def drain_pool(body, **_) -> None:
     """Keep the Pool (its finalizer) until every node is released or deleted."""
-    STORE.put_pool(dict(body))
-    members = STORE.pool_members(body["metadata"]["namespace"], body["metadata"]["name"])
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    STORE.dirty_pools.add(f"{ns}/{name}")
+    STORE.changed.set()
+    # Ask the API server, not the watch cache: a node labelled a moment ago must not be
+    # left behind because its event has not arrived yet.
+    selector = f"{naming.LABEL_POOL}={naming.pool_node_label(ns, name)}"
+    members = await _kube.node_names(selector) if _kube else STORE.pool_members(ns, name)
     if members:
-        raise kopf.TemporaryError(f"releasing {len(members)} nodes", delay=2)
+        raise kopf.TemporaryError(f"releasing {len(members)} nodes: {', '.join(sorted(members)[:5])}", delay=2)

@@ -75,6 +75,11 @@ class Kube:
     async def delete_node(self, name: str) -> None:
         await self._call("delete", "node", self.core.delete_node(name, _preload_content=False), ok=(404,))
 
+    async def node_names(self, label_selector: str) -> list[str]:
+        """Names of the Nodes with a label, read live (not from the watch cache)."""
+        res = await self._call("list", "node", self.core.list_node(label_selector=label_selector, _preload_content=False))
+        return [n["metadata"]["name"] for n in (res or {}).get("items", [])]
+
     async def patch_node(self, name: str, patch: dict) -> None:
         await self._call("patch", "node", self.core.patch_node(name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
 
