@@ -54,3 +54,26 @@ def test_command_line_is_not_run_by_a_shell(real_pool, objects, core_v1, namespa
     objects.create(task("echo", "argv", "echo '$HOME' \"two words\" ;"))
     st = objects.wait_state("Task", "echo", "completed", 120)
     assert core_v1.read_namespaced_pod_log(st["podName"], namespace).strip() == "$HOME two words ;"
+
+
+def test_retention_time_removes_the_pod_and_the_task_directory(real_pool, objects, core_v1, namespace):
+    objects.create(job("keep", real_pool))
+    objects.create(task("brief", "keep", "/bin/sh -c 'echo kept > kept.txt'", constraints={"retentionTime": "PT3S"}))
+    st = objects.wait_state("Task", "brief", "completed", 120)
+    assert st["executionInfo"]["result"] == "success"
+    task_dir = Path(st["nodeInfo"]["taskRootDirectory"])
+    expired = wait_for("retention to expire", lambda: next((c for c in objects.status("Task", "brief").get("conditions") or []
+                                                            if c["type"] == "Retained" and c["status"] == "False"), None), 90)
+    assert expired["reason"] == "RetentionTimeExpired"
+    wait_for("the task's pod deleted", lambda: not [p for p in core_v1.list_namespaced_pod(
+        namespace, label_selector="podbatch.io/task=brief").items], 60)
+    if ON_THIS_MACHINE:
+        wait_for("the task directory removed", lambda: not task_dir.exists(), 60)
+
+
+def test_an_image_without_a_shell_is_reported(real_pool, objects):
+    objects.create(job("noshell", real_pool))
+    objects.create(task("pause", "noshell", "/pause", containerSettings={"imageName": "k8s.gcr.io/pause:3.2"}))
+    st = objects.wait_state("Task", "pause", "completed", 120)
+    assert st["executionInfo"]["result"] == "failure"
+    assert "/bin/sh" in st["executionInfo"]["failureInfo"]["message"], st["executionInfo"]["failureInfo"]

@@ -855,7 +855,9 @@ class Engine(SpecialTasks):
             pools = {pk: scheduler.PoolView(key=pk, fill_type=((pool or {}).get("spec", {}).get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread"))} if pool else {}
             snap = scheduler.Snapshot(pools=pools, nodes=nodes, jobs={j.key: j for j in jobs.values() if j.pool == pk}, tasks=tlist)
             t0 = time.monotonic()
-            plan = scheduler.plan(snap)
+            # plan() is pure over an immutable snapshot: a big queue is planned off the event
+            # loop so kopf's watches keep flowing meanwhile.
+            plan = scheduler.plan(snap) if len(tlist) < 2000 else await asyncio.to_thread(scheduler.plan, snap)
             metrics.SCHEDULER_PASS_SECONDS.observe(time.monotonic() - t0)
             for p in plan.preemptions:
                 pending_writes.append(self._safely(f"preemption of {p.task}", self._stop_tasks(
