@@ -77,3 +77,22 @@ def test_an_image_without_a_shell_is_reported(real_pool, objects):
     st = objects.wait_state("Task", "pause", "completed", 120)
     assert st["executionInfo"]["result"] == "failure"
     assert "/bin/sh" in st["executionInfo"]["failureInfo"]["message"], st["executionInfo"]["failureInfo"]
+
+
+def test_releasing_the_node_wipes_the_pool_directories(operator, objects, core_v1, namespace):
+    from conftest import REAL_NODE as NODE
+    wait_for(f"node {NODE} to belong to no pool", lambda: "podbatch.io/pool" not in (
+        core_v1.read_node(NODE).metadata.labels or {}), 300, interval=2)
+    objects.create({"kind": "Pool", "metadata": {"name": "wiped"}, "spec": {
+        "nodeGroup": {"provider": "static", "static": {"nodeSelector": {"kubernetes.io/hostname": NODE}}},
+        "targetDedicatedNodes": 1, "startTask": {"commandLine": "/bin/sh -c 'echo x > $AZ_BATCH_NODE_SHARED_DIR/left.txt'"}}})
+    root = Path(f"/var/lib/podbatch/{namespace}/wiped")
+    try:
+        wait_for("the node idle", lambda: any((c.get("status") or {}).get("state") == "idle" for c in objects.list("ComputeNode")), 120)
+        if ON_THIS_MACHINE:
+            assert (root / "shared" / "left.txt").exists()
+    finally:
+        objects.delete("Pool", "wiped")
+        wait_for("the node released", lambda: "podbatch.io/pool" not in (core_v1.read_node(NODE).metadata.labels or {}), 120)
+    if ON_THIS_MACHINE:
+        assert not root.exists(), f"{root} was left on the node"

@@ -287,7 +287,10 @@ def cleanup_pod(*, placement: Placement, paths: list[str], name: str, tools_imag
     for path in paths:
         if not (path == root or path.startswith(root + "/")) or "/../" in path:
             raise ValueError(f"refusing to delete {path!r}: not under the node root {root}")
-    vol, mount = _node_volume(placement)
+    # the namespace's directory is mounted, so the pool's own root can go too (a mount point can't)
+    parent = root.rsplit("/", 1)[0]
+    vol = {"name": "podbatch-node", "hostPath": {"path": parent, "type": "DirectoryOrCreate"}}
+    mount = {"name": "podbatch-node", "mountPath": parent}
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": placement.namespace,
