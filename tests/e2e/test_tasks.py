@@ -221,3 +221,12 @@ def test_terminating_a_task(operator, objects):
     objects.patch("Task", "t", {"spec": {"desiredState": "terminated"}})
     st = objects.wait_state("Task", "t", "completed", 60)
     assert st["executionInfo"]["failureInfo"]["code"] == "TaskEnded"
+
+
+def test_a_task_with_a_name_longer_than_a_label_completes(operator, objects):
+    name = "t-" + "x" * 90
+    objects.create(kwok_pool("p", 1))
+    objects.create(job("j", "p", onAllTasksComplete="terminatejob"))
+    objects.create(task(name, "j", annotations=sim(0)))
+    objects.wait_job_done("j", 90)
+    assert objects.status("Task", name)["executionInfo"]["result"] == "success"

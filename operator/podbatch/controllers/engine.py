@@ -472,7 +472,7 @@ class Engine(SpecialTasks):
         info = dict(status.get("startTaskInfo") or {})
         prep_phase, failed_for_good = "", False
         ready = _ready(knode)
-        if knode and ready == "True" and not rebooting.startswith("x"):
+        if knode and ready == "True":
             retry = max(preps) if preps else 0
             rec = preps.get(retry)
             placement = self._placement(pool, c)
@@ -511,8 +511,6 @@ class Engine(SpecialTasks):
             state = rebooting
         if state == "unusable" and tasks:
             await self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} is not ready", force=True)
-        # a node leaving through taskcompletion: release when empty
-        pool_members = {m["metadata"]["name"] for m in s.pool_members(ns, spec["poolName"])}
         addr = _address(knode)
         new = {"state": state, "schedulingState": "enabled" if sched_enabled else "disabled",
                "runningTasksCount": len(tasks),
@@ -530,7 +528,6 @@ class Engine(SpecialTasks):
             res = await self._patch_status("computenodes", c, new)
             self._node_written[ck] = time.monotonic()
             c = res or c
-        del pool_members
         return state, is_schedulable(state, sched_enabled), c
 
     def _placement(self, pool: dict, c: dict) -> pods.Placement:

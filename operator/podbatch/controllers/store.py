@@ -162,7 +162,8 @@ class Store:
         else:
             self.pods[k] = PodRecord(meta["namespace"], labels, (meta.get("annotations") or {}).get("podbatch.io/boot", ""), pod_view(body))
         if role == "task":
-            tkey = key(meta["namespace"], labels.get(naming.LABEL_TASK, ""))
+            name = (meta.get("annotations") or {}).get("podbatch.io/task-name") or labels.get(naming.LABEL_TASK, "")
+            tkey = key(meta["namespace"], name)
             self.dirty_tasks.add(tkey)
         elif role in ("jobprep", "jobrelease"):
             jkey = key(meta["namespace"], labels.get(naming.LABEL_JOB, ""))

@@ -209,6 +209,7 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     }
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(naming.SIM_PREFIX)}
     annotations[f"{GROUP}/task-dir"] = task_dir
+    annotations[f"{GROUP}/task-name"] = meta["name"]   # labels stop at 63 characters, names do not
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod_name or naming.task_pod_name(meta["name"], attempt), "namespace": placement.namespace,
