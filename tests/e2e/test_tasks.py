@@ -88,6 +88,9 @@ def test_retries_then_failure(operator, objects, core_v1, namespace):
     pods = _task_pods(core_v1, namespace, "flaky")
     assert sorted(p.metadata.name for p in pods) == ["flaky-1", "flaky-2", "flaky-3"]
     assert objects.status("Job", "j")["taskCounts"]["failed"] == 1
+    reasons = wait_for("events on the task", lambda: (lambda r: r if {"TaskRetried", "TaskFailed"} <= r else None)(
+        {e.reason for e in core_v1.list_namespaced_event(namespace).items if e.involved_object.name == "flaky"}))
+    assert "TaskRetried" in reasons
 
 
 def test_max_wall_clock_time_kills_task(operator, objects):

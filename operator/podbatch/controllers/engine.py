@@ -19,8 +19,6 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import kopf
-
 from podbatch import API_VERSION
 from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
@@ -66,16 +64,24 @@ def _same_conditions(old: list | None, new: list) -> bool:
     return strip(old) == strip(new)
 
 
+_EVENTS: set[asyncio.Task] = set()
+_KUBE: Kube | None = None   # set by the engine; events go through its client
+
+
 def _event(body: dict, etype: str, reason: str, message: str) -> None:
-    try:
-        kopf.event(body, type=etype, reason=reason, message=message)
-    except Exception:   # events are best effort
-        log.debug("event not posted", exc_info=True)
+    """Post a Kubernetes Event about an object, in the background (best effort)."""
+    if _KUBE is None:
+        return
+    task = asyncio.get_running_loop().create_task(_KUBE.post_event(body, etype, reason, message))
+    _EVENTS.add(task)
+    task.add_done_callback(_EVENTS.discard)
 
 
 class Engine(SpecialTasks):
     def __init__(self, store: Store, kube: Kube, settings: Settings) -> None:
         self.store, self.kube, self.settings = store, kube, settings
+        global _KUBE
+        _KUBE = kube
         self.invalid: dict[str, str] = {}        # object key -> last reported validation message
         self._terminate_requests: set[str] = set()   # jobs a task's exit conditions asked to terminate
         self._inflight: dict[str, set[str]] = {}

@@ -7,6 +7,7 @@ and every call is awaited on kopf's event loop (kubernetes_asyncio, never blocki
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 import os
 import json
 import logging
@@ -112,6 +113,23 @@ class Kube:
         await self._call("create", "rolebinding", rbac.create_namespaced_role_binding(ns, {
             "metadata": meta, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}, _preload_content=False), ok=(409,))
+
+    async def post_event(self, body: dict, etype: str, reason: str, message: str) -> None:
+        meta = body.get("metadata") or {}
+        ns = meta.get("namespace") or "default"
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"generateName": f"{meta.get('name', 'podbatch')[:200]}.", "namespace": ns},
+            "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "name": meta.get("name"),
+                               "namespace": ns, "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message[:1024], "type": etype, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "podbatch"},
+            "reportingComponent": "podbatch.io/operator", "reportingInstance": "podbatch",
+        }
+        try:
+            await self._call("create", "event", self.core.create_namespaced_event(ns, event, _preload_content=False), ok=(403, 404))
+        except Exception:   # events are best effort
+            pass
 
     async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
         try:
