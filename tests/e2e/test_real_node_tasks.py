@@ -96,3 +96,28 @@ def test_releasing_the_node_wipes_the_pool_directories(operator, objects, core_v
         wait_for("the node released", lambda: "podbatch.io/pool" not in (core_v1.read_node(NODE).metadata.labels or {}), 120)
     if ON_THIS_MACHINE:
         assert not root.exists(), f"{root} was left on the node"
+
+
+def test_start_task_and_preparation_task_get_their_resource_files(operator, objects, core_v1, namespace):
+    from conftest import REAL_NODE as NODE
+    core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "files"}, "data": {"greeting": "hi from a configmap\n"}})
+    wait_for(f"node {NODE} to belong to no pool", lambda: "podbatch.io/pool" not in (
+        core_v1.read_node(NODE).metadata.labels or {}), 300, interval=2)
+    objects.create({"kind": "Pool", "metadata": {"name": "rf"}, "spec": {
+        "nodeGroup": {"provider": "static", "static": {"nodeSelector": {"kubernetes.io/hostname": NODE}}},
+        "targetDedicatedNodes": 1, "startTask": {
+            "commandLine": "/bin/sh -c 'cp greeting.txt $AZ_BATCH_NODE_SHARED_DIR/start.txt'",
+            "resourceFiles": [{"configMapKeyRef": {"name": "files", "key": "greeting"}, "filePath": "greeting.txt"}]}}})
+    try:
+        wait_for("the node idle", lambda: any((c.get("status") or {}).get("state") == "idle" for c in objects.list("ComputeNode")), 120)
+        objects.create(job("rfj", "rf", onAllTasksComplete="terminatejob", jobPreparationTask={
+            "commandLine": "/bin/sh -c 'cp prep.txt $AZ_BATCH_NODE_SHARED_DIR/prep.txt'",
+            "resourceFiles": [{"configMapKeyRef": {"name": "files", "key": "greeting"}, "filePath": "prep.txt", "fileMode": "0644"}]}))
+        objects.create(task("reader", "rfj", "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/start.txt $AZ_BATCH_NODE_SHARED_DIR/prep.txt'"))
+        objects.wait_job_done("rfj", 120)
+        st = objects.status("Task", "reader")
+        assert st["executionInfo"]["result"] == "success", st
+        assert core_v1.read_namespaced_pod_log(st["podName"], namespace) == "hi from a configmap\n" * 2
+    finally:
+        objects.delete("Pool", "rf")
+        wait_for("the node released", lambda: "podbatch.io/pool" not in (core_v1.read_node(NODE).metadata.labels or {}), 120)

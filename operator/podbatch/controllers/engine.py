@@ -31,7 +31,8 @@ from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods, scheduler
 from podbatch.core.durations import seconds
 from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
-from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, Outcome, complete, new_attempt, observe_attempt
+from podbatch.core.tasks import (ACTIVE, COMPLETED, PREPARING, RUNNING, Outcome, complete, dependency_action,
+                                 new_attempt, observe_attempt)
 from podbatch import metrics
 from podbatch.nodegroups import provider_for
 
@@ -485,14 +486,16 @@ class Engine(SpecialTasks):
             if rec is None:
                 await self.kube.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry,
                                                              wipe=wipe, tools_image=self.settings.tools_image,
-                                                             owner=pods.owner_reference(c)))
+                                                             owner=pods.owner_reference(c),
+                                                             resource_files=await self._expanded_resource_files(start.get("resourceFiles"))))
                 prep_phase = "Pending"
             else:
                 prep_phase = rec.view.phase
                 if prep_phase == "Failed" and (max_retry == -1 or retry < max_retry):
                     await self.kube.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry + 1,
                                                                  wipe=False, tools_image=self.settings.tools_image,
-                                                                 owner=pods.owner_reference(c)))
+                                                                 owner=pods.owner_reference(c),
+                                                                 resource_files=await self._expanded_resource_files(start.get("resourceFiles"))))
                     prep_phase = "Pending"
                 elif prep_phase == "Failed":
                     failed_for_good = True
@@ -689,24 +692,7 @@ class Engine(SpecialTasks):
             env.update({"AZ_BATCH_HOST_LIST": ",".join(ips), "AZ_BATCH_NODE_LIST": ";".join(ips),
                         "AZ_BATCH_MASTER_NODE": f"{ips[0]}:6000"})
         coordination = (t["spec"].get("multiInstanceSettings") or {}).get("coordinationCommandLine")
-        from podbatch.core import files as rfiles   # resource files: list blob containers here (IO), pods pure
-        resource_files = t["spec"].get("resourceFiles")
-        listings: dict = {}
-        for url, prefix in rfiles.container_listing_wanted(resource_files):
-            try:
-                from azure.core.exceptions import HttpResponseError
-                from azure.storage.blob.aio import ContainerClient
-
-                async def _names() -> list[str]:
-                    async with ContainerClient.from_container_url(url, retry_total=1, connection_timeout=10, read_timeout=30) as cc:
-                        return [b.name async for b in cc.list_blobs(name_starts_with=prefix or None)]
-                listings[(url, prefix)] = await asyncio.wait_for(_names(), 90)
-            except HttpResponseError as e:
-                listings[(url, prefix)] = f"listing the container failed: HTTP {e.status_code} {e.reason or ''} {getattr(e, 'error_code', None) or ''}".strip()
-            except Exception as e:   # noqa: BLE001 - any failure is the task's preprocessing error
-                listings[(url, prefix)] = f"listing the container failed: {type(e).__name__}: {e}"[:500]
-        if listings:
-            resource_files = rfiles.expand_resource_files(resource_files, listings)
+        resource_files = await self._expanded_resource_files(t["spec"].get("resourceFiles"))
         for idx, cn, pod_name in placements:
             if cn is None:
                 continue
@@ -725,6 +711,26 @@ class Engine(SpecialTasks):
             res = await self.kube.create_pod(pod)
             if res:
                 s.put_pod(res)
+
+    async def _expanded_resource_files(self, resource_files: list[dict] | None) -> list[dict] | None:
+        """Resource files with every storageContainerUrl listed (IO here; pods stay pure).
+        A listing failure becomes the task's preprocessing error through its init container."""
+        from podbatch.core import files as rfiles
+        listings: dict = {}
+        for url, prefix in rfiles.container_listing_wanted(resource_files):
+            try:
+                from azure.core.exceptions import HttpResponseError
+                from azure.storage.blob.aio import ContainerClient
+
+                async def _names() -> list[str]:
+                    async with ContainerClient.from_container_url(url, retry_total=1, connection_timeout=10, read_timeout=30) as cc:
+                        return [b.name async for b in cc.list_blobs(name_starts_with=prefix or None)]
+                listings[(url, prefix)] = await asyncio.wait_for(_names(), 90)
+            except HttpResponseError as e:
+                listings[(url, prefix)] = f"listing the container failed: HTTP {e.status_code} {e.reason or ''} {getattr(e, 'error_code', None) or ''}".strip()
+            except Exception as e:   # noqa: BLE001 - any failure is the task's preprocessing error
+                listings[(url, prefix)] = f"listing the container failed: {type(e).__name__}: {e}"[:500]
+        return rfiles.expand_resource_files(resource_files, listings) if listings else resource_files
 
     async def _delete_subtask_pods(self, t: dict, st: dict) -> None:
         for sub in st.get("subtasks") or []:
@@ -1088,10 +1094,8 @@ def _blocking_dependency(deps: dict, ids: dict[str, dict]) -> str | None:
         st = t.get("status") or {}
         if st.get("state") != COMPLETED:
             return f"waiting for task {tid} ({st.get('state') or 'active'})"
-        info = st.get("executionInfo") or {}
-        if info.get("result") != "success":
-            from podbatch.core.tasks import exit_options
-            opts = exit_options(t["spec"], exit_code=info.get("exitCode"))
-            if opts.get("dependencyAction", "block") != "satisfy":
-                return f"task {tid} failed (exit code {info.get('exitCode')}) and its exit conditions block dependents"
+        if dependency_action(t["spec"], st) != "satisfy":
+            info = st.get("executionInfo") or {}
+            how = (info.get("failureInfo") or {}).get("code") or f"exit code {info.get('exitCode')}"
+            return f"task {tid} failed ({how}) and its exit conditions block dependents"
     return None

@@ -70,7 +70,9 @@ class SpecialTasks:
         tid = spec.get("id") or role
         body = {"metadata": {"name": name, "uid": job["metadata"]["uid"]}, "spec": {**spec, "id": tid, "jobName": job["metadata"]["name"]}}
         pod = pods.task_pod(task=body, job=job, pool_spec=pool["spec"], placement=self._placement(pool, c), attempt=0,
-                            owner=pods.owner_reference(job), role=role, pod_name=name)
+                            owner=pods.owner_reference(job), role=role, pod_name=name,
+                            resource_files=await self._expanded_resource_files(spec.get("resourceFiles")),
+                            tools_image=self.settings.tools_image)
         pod["metadata"]["labels"][naming.LABEL_TASK] = naming.label_value(tid)
         pod["metadata"]["annotations"].update(annotations or {})
         res = await self.kube.create_pod(pod)

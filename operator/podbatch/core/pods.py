@@ -222,7 +222,8 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
 
 
 def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wipe: bool,
-                 tools_image: str = "busybox", owner: dict | None = None) -> dict:
+                 tools_image: str = "busybox", owner: dict | None = None,
+                 resource_files: list[dict] | None = None) -> dict:
     """Node preparation: a root init container creates (or, on reimage, wipes) the node
     directories; the main container is the pool's start task, or `true` without one."""
     pool_spec = pool["spec"]
@@ -259,6 +260,11 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
     else:
         main = {"name": "start-task", "image": tools_image, "imagePullPolicy": "IfNotPresent",
                 "command": ["/bin/true"], "securityContext": security_context(None)}
+    extra_files = files.pod_files(start, resource_files=resource_files, tools_image=tools_image,
+                                  security=main["securityContext"], env=main.get("env", []), node_mount=mount) \
+        if start.get("commandLine") else files.PodFiles()
+    main["env"] = main.get("env", []) + extra_files.main_env
+    main["volumeMounts"] = main.get("volumeMounts", []) + extra_files.main_mounts
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
@@ -272,7 +278,8 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
             "nodeName": placement.node_name, "restartPolicy": "Never",
             "automountServiceAccountToken": False, "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 5, "tolerations": _tolerations(placement),
-            "initContainers": [init], "containers": [main], "volumes": [vol],
+            "initContainers": [init, *extra_files.init_containers], "containers": [main],
+            "volumes": [vol, *extra_files.volumes],
         },
     }
     if owner:

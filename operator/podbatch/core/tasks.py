@@ -96,6 +96,25 @@ def exit_options(task_spec: dict, *, exit_code: int | None, kind: str = "exit") 
     return ec.get("default") or {}
 
 
+PREPROCESSING_CODES = {"BlobDownloadMiscError", "BlobNotFound", "BlobAccessDenied", "BlobDownloadTimedOut"}
+
+
+def dependency_action(task_spec: dict, status: dict) -> str:
+    """satisfy | block for the dependents of a completed task: a success satisfies; a failure
+    looks up the exit options of how it failed (preprocessing, upload, or its exit code)."""
+    info = status.get("executionInfo") or {}
+    if info.get("result") == "success":
+        return "satisfy"
+    code = (info.get("failureInfo") or {}).get("code")
+    if code in PREPROCESSING_CODES:
+        opts = exit_options(task_spec, exit_code=None, kind="preProcessingError")
+    elif code == "FileUploadError":
+        opts = exit_options(task_spec, exit_code=None, kind="fileUploadError")
+    else:
+        opts = exit_options(task_spec, exit_code=info.get("exitCode"))
+    return opts.get("dependencyAction", "block")
+
+
 def _exec(status: dict) -> dict:
     return dict(status.get("executionInfo") or {})
 
