@@ -23,6 +23,7 @@ from podbatch import API_VERSION
 from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
 from podbatch.controllers.kube import Kube
+from podbatch.controllers.schedules import JobSchedules
 from podbatch.controllers.special import SpecialTasks
 from podbatch.controllers.store import Store, key
 from podbatch.core import autoscale
@@ -78,7 +79,7 @@ def _event(body: dict, etype: str, reason: str, message: str) -> None:
     task.add_done_callback(_EVENTS.discard)
 
 
-class Engine(SpecialTasks):
+class Engine(SpecialTasks, JobSchedules):
     def __init__(self, store: Store, kube: Kube, settings: Settings) -> None:
         self.store, self.kube, self.settings = store, kube, settings
         global _KUBE
@@ -140,6 +141,7 @@ class Engine(SpecialTasks):
         self._replan = set()
         dirty_jobs |= await self.schedule(node_view, sched_pools)
         await self.expire_retention()
+        await self.reconcile_schedules()
         for jk in dirty_jobs | self._jobs_with_timers():
             if jk in s.jobs:
                 await self._safely(f"job {jk}", self.reconcile_job(s.jobs[jk]), redo=(s.dirty_jobs, jk))
@@ -164,8 +166,8 @@ class Engine(SpecialTasks):
         meta = body["metadata"]
         res = await self.kube.patch_status(plural, meta["namespace"], meta["name"], status)
         if res:
-            put = {"pools": self.store.put_pool, "computenodes": self.store.put_cnode,
-                   "jobs": self.store.put_job, "tasks": self.store.put_task}[plural]
+            put = {"pools": self.store.put_pool, "computenodes": self.store.put_cnode, "jobs": self.store.put_job,
+                   "tasks": self.store.put_task, "jobschedules": self.store.put_jobschedule}[plural]
             put(res)
         return res
 

@@ -35,7 +35,7 @@ def _record(put):
 
 
 for plural, put in (("pools", STORE.put_pool), ("computenodes", STORE.put_cnode),
-                    ("jobs", STORE.put_job), ("tasks", STORE.put_task)):
+                    ("jobs", STORE.put_job), ("tasks", STORE.put_task), ("jobschedules", STORE.put_jobschedule)):
     kopf.on.event(GROUP, VERSION, plural)(_record(put))
 
 kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record(STORE.put_pod))

@@ -42,6 +42,7 @@ class Store:
         self.cnodes: dict[str, dict] = {}
         self.knodes: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
+        self.jobschedules: dict[str, dict] = {}
         self.tasks: dict[str, dict] = {}
         self.pods: dict[str, PodRecord] = {}
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
@@ -126,6 +127,14 @@ class Store:
             self._put(self.jobs, k, body)
         self.dirty_jobs.add(k)
         self.dirty_tasks.update(self.tasks_by_job.get(k, ()))
+        self._touch()
+
+    def put_jobschedule(self, body: dict, deleted: bool = False) -> None:
+        k = body_key(body)
+        if deleted:
+            self.jobschedules.pop(k, None)
+        else:
+            self._put(self.jobschedules, k, body)
         self._touch()
 
     def put_task(self, body: dict, deleted: bool = False) -> None:

@@ -1,0 +1,83 @@
+"""JobSchedules: create a Job from `jobSpecification` at each occurrence (core/schedule.py),
+one active job at a time, named by its occurrence so a repeated create is harmless.
+A mixin of the engine (its store, client and helpers)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from podbatch import API_VERSION
+from podbatch.controllers.store import key
+from podbatch.core import pods
+from podbatch.core.schedule import due
+
+LABEL_SCHEDULE = "podbatch.io/job-schedule"
+ANNOTATION_OCCURRENCE = "podbatch.io/scheduled-time"
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+class JobSchedules:
+    async def reconcile_schedules(self) -> None:
+        for k, js in list(self.store.jobschedules.items()):
+            await self._safely(f"job schedule {k}", self.reconcile_schedule(js))
+
+    async def reconcile_schedule(self, js: dict) -> None:
+        from podbatch.controllers.engine import _event, condition, now_iso, parse_time
+        meta, spec = js["metadata"], js["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        status = js.get("status") or {}
+        info = dict(status.get("executionInfo") or {})
+        if status.get("state") == "completed" or meta.get("deletionTimestamp"):
+            return
+        invalid = self._validate(js)
+        jobs = [j for j in self.store.jobs.values() if j["metadata"]["namespace"] == ns
+                and (j["metadata"].get("labels") or {}).get(LABEL_SCHEDULE) == name]
+        active = [j for j in jobs if (j.get("status") or {}).get("state") != "completed"]
+        occurrences = [float(j["metadata"].get("annotations", {}).get(ANNOTATION_OCCURRENCE, 0) or 0) for j in jobs]
+        last_run = max(occurrences) if occurrences else None
+        desired = spec.get("desiredState", "active")
+        new: dict = {}
+        if invalid:
+            new["conditions"] = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the JobSchedule and apply it again.",
+                                           meta.get("generation"))]
+            state = status.get("state") or "active"
+        elif desired == "terminated":
+            for j in active:
+                if j["spec"].get("desiredState") != "terminated":
+                    await self.kube.patch_object("jobs", ns, j["metadata"]["name"], {"spec": {"desiredState": "terminated"}})
+            state = "terminating" if active else "completed"
+        elif desired == "disabled":
+            state, info["nextRunTime"] = "disabled", None
+        else:
+            try:
+                d = due(spec["schedule"], created=parse_time(meta.get("creationTimestamp")) or time.time(),
+                        last_run=last_run, now=time.time())
+            except ValueError as e:
+                d = None
+                new["conditions"] = [condition("Valid", False, "InvalidSchedule", f"{e}. Fix spec.schedule.", meta.get("generation"))]
+            state = "active"
+            if d is not None:
+                if d.at is not None and not active:
+                    job_name = f"{name}-{datetime.fromtimestamp(d.at, timezone.utc).strftime('%Y%m%d%H%M%S')}"
+                    await self.kube.create_object("jobs", ns, {
+                        "apiVersion": API_VERSION, "kind": "Job",
+                        "metadata": {"name": job_name, "namespace": ns, "labels": {LABEL_SCHEDULE: name},
+                                     "annotations": {ANNOTATION_OCCURRENCE: str(d.at)},
+                                     "ownerReferences": [pods.owner_reference(js)]},
+                        "spec": spec["jobSpecification"]})
+                    info["recentJob"] = {"id": job_name, "name": job_name}
+                    _event(js, "Normal", "JobCreated", f"created job {job_name} for the occurrence at {_iso(d.at)}")
+                # an occurrence waiting for the active job is still the next run
+                info["nextRunTime"] = _iso(d.at if (d.at is not None and active) else d.next_at)
+                if d.at is None and d.next_at is None and not active and last_run is not None:
+                    state = "completed"
+        if state == "completed" and not info.get("endTime"):
+            info["endTime"] = now_iso()
+        new.update({"state": state, "executionInfo": info})
+        if state != status.get("state"):
+            new["stateTransitionTime"] = now_iso()
+        if any(status.get(k2) != v for k2, v in new.items()):
+            await self._patch_status("jobschedules", js, new)
