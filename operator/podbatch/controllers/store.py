@@ -101,41 +101,29 @@ class Store:
                 self.inflight[ck].add(k)
 
     # --- podbatch kinds ---------------------------------------------------------
-    def put_pool(self, body: dict, deleted: bool = False) -> None:
+    def _upsert(self, table: dict, body: dict, deleted: bool) -> str:
         k = body_key(body)
         if deleted:
-            self.pools.pop(k, None)
+            table.pop(k, None)
         else:
-            self._put(self.pools, k, body)
-        self.dirty_pools.add(k)
+            self._put(table, k, body)
         self._touch()
+        return k
+
+    def put_pool(self, body: dict, deleted: bool = False) -> None:
+        self.dirty_pools.add(self._upsert(self.pools, body, deleted))
 
     def put_cnode(self, body: dict, deleted: bool = False) -> None:
-        k = body_key(body)
-        if deleted:
-            self.cnodes.pop(k, None)
-        else:
-            self._put(self.cnodes, k, body)
+        self._upsert(self.cnodes, body, deleted)
         self.dirty_pools.add(key(body["metadata"]["namespace"], body["spec"].get("poolName", "")))
-        self._touch()
 
     def put_job(self, body: dict, deleted: bool = False) -> None:
-        k = body_key(body)
-        if deleted:
-            self.jobs.pop(k, None)
-        else:
-            self._put(self.jobs, k, body)
-        self.dirty_jobs.add(k)
-        self.dirty_tasks.update(self.tasks_by_job.get(k, ()))
-        self._touch()
+        # not its tasks: a job's change reaches them through reconcile_job and the scheduler,
+        # so a job status write costs nothing per task
+        self.dirty_jobs.add(self._upsert(self.jobs, body, deleted))
 
     def put_jobschedule(self, body: dict, deleted: bool = False) -> None:
-        k = body_key(body)
-        if deleted:
-            self.jobschedules.pop(k, None)
-        else:
-            self._put(self.jobschedules, k, body)
-        self._touch()
+        self._upsert(self.jobschedules, body, deleted)
 
     def put_task(self, body: dict, deleted: bool = False) -> None:
         k = body_key(body)
