@@ -3,6 +3,10 @@
 # kube-controller-manager, kube-scheduler, kube-proxy, containerd and a kubelet
 # named `localhost`) plus podbatch's node simulator, all from Debian packages and
 # binaries built by build-kubernetes.sh. Idempotent: a running cluster is left alone.
+# A second real node, `127.0.0.2` (its own containerd and kubelet, in their own mount
+# namespace so its /var/log/pods and /var/lib/podbatch are its own, under its own cgroup
+# root), lets multi-instance tasks run on distinct real nodes; PODBATCH_REAL_NODES=1
+# leaves it out.
 # Every process it starts is recorded by pid in $CLUSTER_DIR/pids; cluster-down.sh
 # stops them all.
 source "$(dirname "$0")/lib.sh"
@@ -16,9 +20,16 @@ BRIDGE_IP=10.244.0.1
 BRIDGE=podbatch0
 SERVICE_CIDR=10.0.0.0/24
 IMG_DIR="$PODBATCH_CACHE/images"
+REAL_NODES="${PODBATCH_REAL_NODES:-2}"
+NODE2=127.0.0.2                      # its name is its kubelet's address: the API server dials it
+NODE2_IP=10.244.0.2                  # on the bridge, outside the pods' address range
+NODE2_DIR="$CLUSTER_DIR/node2"
+CTR2_SOCK="$NODE2_DIR/containerd/containerd.sock"
+CGROUP2=podbatch-node2
 
 alive() { [ -f "$PID_DIR/$1.pid" ] && kill -0 "$(cat "$PID_DIR/$1.pid")" 2>/dev/null; }
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy nodesim)
+[ "$REAL_NODES" = 1 ] || COMPONENTS+=(containerd2 kubelet2)
 
 require_root
 all_alive=1
@@ -108,12 +119,13 @@ sysctl -qw net.ipv4.ip_forward=1 || true
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
 ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
 ip addr show dev "$BRIDGE" | grep -F "$BRIDGE_IP/" >/dev/null || ip addr add "$BRIDGE_IP/24" dev "$BRIDGE"
+ip addr show dev "$BRIDGE" | grep -F "$NODE2_IP/" >/dev/null || ip addr add "$NODE2_IP/32" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 mkdir -p "$CLUSTER_DIR/cni/net.d"
 cat >"$CLUSTER_DIR/cni/net.d/10-podbatch.conflist" <<CNI
 {"cniVersion": "0.4.0", "name": "podbatch", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$BRIDGE_IP"}]],
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$BRIDGE_IP", "rangeStart": "10.244.0.16"}]],
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$CLUSTER_DIR/cni/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}},
   {"type": "loopback"}]}
@@ -163,12 +175,15 @@ run_step import-busybox ctr --address "$CTR_SOCK" -n k8s.io images import --all-
 
 say "starting the kubelet"
 mkdir -p "$CLUSTER_DIR/kubelet"
-cat >"$CLUSTER_DIR/kubelet/config.yaml" <<KCFG
+kubelet_config() {  # kubelet_config ADDRESS [CGROUP_ROOT]
+  cat <<KCFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $1
 port: 10250
-healthzBindAddress: 127.0.0.1
+readOnlyPort: 0
+healthzBindAddress: $1
+${2:+cgroupRoot: /$2}
 cgroupDriver: cgroupfs
 failSwapOn: false
 authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
@@ -179,10 +194,42 @@ maxPods: 110
 serializeImagePulls: false
 resolvConf: /etc/resolv.conf
 KCFG
+}
+kubelet_config 127.0.0.1 >"$CLUSTER_DIR/kubelet/config.yaml"
 start kubelet "$BIN_DIR/kubelet" --config "$CLUSTER_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \
   --container-runtime remote --container-runtime-endpoint "unix://$CTR_SOCK" \
   --hostname-override localhost --node-ip "$BRIDGE_IP" --root-dir "$CLUSTER_DIR/kubelet/root" \
-  --pod-infra-container-image k8s.gcr.io/pause:3.2 --v 1
+  --node-labels local.podbatch.io/real-node=true --pod-infra-container-image k8s.gcr.io/pause:3.2 --v 1
+
+if [ "$REAL_NODES" != 1 ]; then
+  # Two kubelets on one machine must not see each other's pods: each garbage-collects the
+  # log directories under /var/log/pods and the pod cgroups under its cgroup root that
+  # it does not know. So node 2 gets its own mount namespace (its own /var/log/pods,
+  # /var/log/containers and /var/lib/podbatch, as a second machine would have), shared
+  # by its containerd and kubelet, and its own cgroup root.
+  say "starting the second real node ($NODE2)"
+  mkdir -p "$NODE2_DIR/containerd" "$NODE2_DIR/log/pods" "$NODE2_DIR/log/containers" "$NODE2_DIR/podbatch" \
+    /var/log/pods /var/log/containers /var/lib/podbatch
+  for d in /sys/fs/cgroup/*/; do
+    [ -d "$d$CGROUP2" ] || mkdir "$d$CGROUP2" 2>/dev/null || true
+    [ -f "$d/cpuset.cpus" ] && cp "$d/cpuset.cpus" "$d$CGROUP2/cpuset.cpus" && cp "$d/cpuset.mems" "$d$CGROUP2/cpuset.mems"
+  done
+  containerd config default 2>/dev/null | python3 "$HACK/containerd_config.py" "$CLUSTER_DIR" "$CTR2_SOCK" "$NODE2_DIR/containerd" \
+    >"$NODE2_DIR/containerd/config.toml" || die "could not write node 2's containerd config"
+  start containerd2 unshare --mount --propagation private sh -c "mount --bind '$NODE2_DIR/log/pods' /var/log/pods \
+    && mount --bind '$NODE2_DIR/log/containers' /var/log/containers \
+    && mount --bind '$NODE2_DIR/podbatch' /var/lib/podbatch && exec containerd --config '$NODE2_DIR/containerd/config.toml'"
+  wait_for containerd2 30 ctr --address "$CTR2_SOCK" version
+  run_step import-pause-2 ctr --address "$CTR2_SOCK" -n k8s.io images import --all-platforms "$IMG_DIR/pause.tar"
+  run_step import-busybox-2 ctr --address "$CTR2_SOCK" -n k8s.io images import --all-platforms "$IMG_DIR/busybox.tar"
+  mkdir -p "$NODE2_DIR/kubelet"
+  kubelet_config "$NODE2" "$CGROUP2" >"$NODE2_DIR/kubelet/config.yaml"
+  start kubelet2 nsenter --target "$(cat "$PID_DIR/containerd2.pid")" --mount -- "$BIN_DIR/kubelet" \
+    --config "$NODE2_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \
+    --container-runtime remote --container-runtime-endpoint "unix://$CTR2_SOCK" \
+    --hostname-override "$NODE2" --node-ip "$NODE2_IP" --root-dir "$NODE2_DIR/kubelet/root" \
+    --node-labels local.podbatch.io/real-node=true --pod-infra-container-image k8s.gcr.io/pause:3.2 --v 1
+fi
 
 say "starting kube-proxy"
 start kube-proxy "$BIN_DIR/kube-proxy" --kubeconfig "$KUBECONFIG_PATH" --hostname-override localhost \
@@ -197,7 +244,9 @@ else
 fi
 
 say "waiting for node localhost to be Ready"
-wait_for "node localhost Ready" 120 bash -c "kubectl --kubeconfig '$KUBECONFIG_PATH' get node localhost -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+ready() { kubectl --kubeconfig "$KUBECONFIG_PATH" get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
+wait_for "node localhost Ready" 120 ready localhost
+[ "$REAL_NODES" = 1 ] || wait_for "node $NODE2 Ready" 120 ready "$NODE2"
 wait_for "the default service account" 60 kubectl --kubeconfig "$KUBECONFIG_PATH" -n default get serviceaccount default
 for c in "${COMPONENTS[@]}"; do [ "$c" = nodesim ] && [ ! -x "$PYTHON" ] && continue; check_alive "$c"; done
 say "local cluster is up. export KUBECONFIG=$KUBECONFIG_PATH"

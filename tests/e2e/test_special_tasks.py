@@ -91,7 +91,51 @@ def test_multi_instance_gang_on_distinct_nodes_never_half_started(operator, obje
         assert len({s["nodeName"] for s in subs}) == 3, subs
         pod = core_v1.read_namespaced_pod(st["podName"], namespace)
         env = {e.name: e.value for e in pod.spec.containers[0].env}
-        assert len(env["AZ_BATCH_HOST_LIST"].split(",")) == 3 and env["AZ_BATCH_IS_CURRENT_NODE_MASTER"] == "true"
+        hosts = pod.metadata.annotations["podbatch.io/host-list"].split(",")
+        assert len(set(hosts)) == 3 and hosts == [s["ipAddress"] for s in subs], (hosts, subs)
+        assert hosts[0] == pod.status.pod_ip and env["AZ_BATCH_IS_CURRENT_NODE_MASTER"] == "true"
         spans.append((st["executionInfo"]["startTime"], st["executionInfo"]["endTime"]))
     spans.sort()
     assert spans[0][1] <= spans[1][0], f"two 3-node gangs on 4 nodes overlapped: {spans}"
+
+
+REAL_NODE_LABEL = "local.podbatch.io/real-node"
+MPI_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mpi-real-nodes"
+
+
+@pytest.fixture()
+def two_real_nodes(operator, core_v1):
+    """The cluster's real nodes (hack/cluster-up.sh starts two), once no pool holds them."""
+    names = [n.metadata.name for n in core_v1.list_node(label_selector=f"{REAL_NODE_LABEL}=true").items]
+    if len(names) < 2:
+        pytest.skip(f"needs two real nodes labelled {REAL_NODE_LABEL}=true (the local cluster has them "
+                    f"unless PODBATCH_REAL_NODES=1); this cluster has {len(names)}")
+    wait_for("the real nodes to belong to no pool", lambda: all(
+        "podbatch.io/pool" not in (core_v1.read_node(n).metadata.labels or {}) for n in names), 300, interval=2)
+    yield names
+    wait_for("the real nodes released", lambda: all(
+        "podbatch.io/pool" not in (core_v1.read_node(n).metadata.labels or {}) for n in names), 120)
+
+
+def test_multi_instance_on_real_nodes_reach_each_other_at_the_host_list(two_real_nodes, objects, core_v1, namespace):
+    """examples/mpi-real-nodes as it is: each instance serves its own address; the primary
+    asks every address of AZ_BATCH_HOST_LIST over the pod network."""
+    import yaml
+    docs = [d for f in ("pool.yaml", "job.yaml", "task.yaml") for d in yaml.safe_load_all((MPI_EXAMPLE / f).read_text()) if d]
+    try:
+        for d in docs:
+            objects.create(d)
+        st = objects.wait_job_done("mpi-real", 300)
+        assert st["taskCounts"]["succeeded"] == 1, st
+        ts = objects.status("Task", "mpi-ping")
+        subs = ts["subtasks"]
+        assert len({s["nodeName"] for s in subs}) == 2, subs
+        assert {(objects.get("ComputeNode", s["nodeName"])["spec"]["nodeName"]) for s in subs} == set(two_real_nodes)
+        log = core_v1.read_namespaced_pod_log(ts["podName"], namespace, container="task")
+        ips = [s["ipAddress"] for s in subs]
+        for ip in ips:
+            assert f"{ip} answered: {ip}" in log, log
+        assert f"all {';'.join(ips)} reached" in log, log
+        assert all(s["state"] == "completed" for s in subs), subs
+    finally:
+        objects.delete("Pool", "mpi-real")

@@ -175,6 +175,8 @@ class SubtaskInfo(StatusModel):
     state: Optional[TaskState] = None
     node_name: Optional[str] = None
     pod_name: Optional[str] = None
+    ip_address: Optional[str] = None
+    """The instance's pod IP: where the other instances reach it (its entry in AZ_BATCH_HOST_LIST)."""
     exit_code: Optional[int] = None
     start_time: Optional[datetime] = None
     end_time: Optional[datetime] = None

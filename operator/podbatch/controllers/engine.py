@@ -626,7 +626,7 @@ class Engine(SpecialTasks, JobSchedules):
             return True
         if state not in (PREPARING, RUNNING) or job is None:
             return True
-        pod_rec = s.pods.get(key(ns, st.get("podName") or ""))
+        pod_rec = self._own_pod(t, st.get("podName"))
         cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
         gang_nodes = [cnode_key] + [key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0)]
         lost = any(node_view.get(n, ("unusable", False, None))[0] == "unusable" or n not in s.cnodes for n in gang_nodes)
@@ -636,9 +636,14 @@ class Engine(SpecialTasks, JobSchedules):
             final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
             out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
             await self._delete_subtask_pods(t, st)
-        elif len(gang_nodes) > 1 and pod_rec and pod_rec.view.phase == "Running" and st.get("subtasks") and \
-                st["subtasks"][0].get("state") != RUNNING:
-            out.status = {**out.status, "subtasks": [{**x, "state": RUNNING} for x in st["subtasks"]]}
+        elif len(gang_nodes) > 1:
+            subtasks = st.get("subtasks") or []
+            ips = await self._publish_host_list(t, st)
+            if ips and any(x.get("ipAddress") != ip for x, ip in zip(subtasks, ips)):
+                subtasks = [{**x, "ipAddress": ip} for x, ip in zip(subtasks, ips)]
+                out.status = {**out.status, "subtasks": subtasks}
+            if pod_rec and pod_rec.view.phase == "Running" and subtasks and subtasks[0].get("state") != RUNNING:
+                out.status = {**out.status, "subtasks": [{**x, "state": RUNNING} for x in subtasks]}
         await self._apply_outcome(t, st, out, job)
         if out.status:
             touched_jobs.add(key(ns, t["spec"]["jobName"]))
@@ -689,10 +694,6 @@ class Engine(SpecialTasks, JobSchedules):
         gang = bool(subtasks)
         env = self.prep_env(job, self._placement(pool, c))
         placements = [(0, c, None)] + [(x["id"], s.cnodes.get(key(ns, x["nodeName"])), x["podName"]) for x in subtasks]
-        if gang:
-            ips = [((cn or {}).get("status") or {}).get("ipAddress") or "" for _, cn, _ in placements]
-            env.update({"AZ_BATCH_HOST_LIST": ",".join(ips), "AZ_BATCH_NODE_LIST": ";".join(ips),
-                        "AZ_BATCH_MASTER_NODE": f"{ips[0]}:6000"})
         coordination = (t["spec"].get("multiInstanceSettings") or {}).get("coordinationCommandLine")
         resource_files = await self._expanded_resource_files(t["spec"].get("resourceFiles"))
         for idx, cn, pod_name in placements:
@@ -708,7 +709,7 @@ class Engine(SpecialTasks, JobSchedules):
             pod = pods.task_pod(task=t, job=job, pool_spec=pool["spec"], placement=placement, attempt=attempt,
                                 owner=pods.owner_reference(t), extra_env=extra, pod_name=pod_name,
                                 service_account=self.job_manager_account(job, t),
-                                coordination=coordination if gang else None, then_wait=idx > 0,
+                                coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
                                 resource_files=resource_files if idx == 0 else [], tools_image=self.settings.tools_image)
             res = await self.kube.create_pod(pod)
             if res:
@@ -733,6 +734,32 @@ class Engine(SpecialTasks, JobSchedules):
             except Exception as e:   # noqa: BLE001 - any failure is the task's preprocessing error
                 listings[(url, prefix)] = f"listing the container failed: {type(e).__name__}: {e}"[:500]
         return rfiles.expand_resource_files(resource_files, listings) if listings else resource_files
+
+    def _own_pod(self, t: dict, name: str | None):
+        """The record of the task's pod `name`, unless that pod belongs to an earlier Task of
+        the same name (deleted and applied again while its pods still terminate)."""
+        rec = self.store.pods.get(key(t["metadata"]["namespace"], name or ""))
+        if rec and rec.labels.get(naming.LABEL_TASK_UID, t["metadata"].get("uid")) != t["metadata"].get("uid"):
+            return None
+        return rec
+
+    async def _publish_host_list(self, t: dict, st: dict) -> list[str] | None:
+        """Once every instance of a gang has a pod IP, write the host list (primary first) on
+        each instance's pod; their wrappers wait for it (a downward-API file) before the
+        coordination command starts. The annotation is the record: idempotent after a restart.
+        Returns the instances' addresses in subtask order, or None while some have none."""
+        ns = t["metadata"]["namespace"]
+        subtasks = st.get("subtasks") or []
+        names = [x.get("podName") for x in subtasks]
+        recs = [self._own_pod(t, n) for n in names]
+        if not recs or any(r is None or not r.view.pod_ip for r in recs):
+            return None
+        ips = [r.view.pod_ip for r in recs]
+        hosts = ",".join(ips)
+        for name, r in zip(names, recs):
+            if r.view.host_list != hosts and not r.view.deleting:
+                await self.kube.patch_pod(ns, name, {"metadata": {"annotations": {naming.ANNOTATION_HOST_LIST: hosts}}})
+        return ips
 
     async def _delete_subtask_pods(self, t: dict, st: dict) -> None:
         for sub in st.get("subtasks") or []:

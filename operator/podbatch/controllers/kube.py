@@ -69,6 +69,10 @@ class Kube:
         body = client.V1DeleteOptions(grace_period_seconds=grace, propagation_policy="Background")
         await self._call("delete", "pod", self.core.delete_namespaced_pod(name, ns, body=body, _preload_content=False), ok=(404, 409))
 
+    async def patch_pod(self, ns: str, name: str, patch: dict) -> dict | None:
+        return await self._call("patch", "pod", self.core.patch_namespaced_pod(
+            name, ns, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
+
     # --- nodes ------------------------------------------------------------------
     async def create_node(self, node: dict) -> None:
         await self._call("create", "node", self.core.create_node(node, _preload_content=False), ok=(409,))

@@ -14,6 +14,7 @@ LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_NODE = f"{GROUP}/node"            # ComputeNode name
 LABEL_LOW_PRIORITY = f"{GROUP}/low-priority"
 ANNOTATION_FAKE_NODE = "kwok.x-k8s.io/node"
+ANNOTATION_HOST_LIST = f"{GROUP}/host-list"   # on a gang's pods: the instances' pod IPs, primary first
 TAINT_POOL = f"{GROUP}/pool"
 FINALIZER = f"{GROUP}/finalizer"
 SIM_PREFIX = "sim.podbatch.io/"

@@ -23,7 +23,15 @@ NONADMIN_UID = 1000
 
 # Runs the task's argv ("$@") with stdout/stderr teed into the task dir. No eval of the
 # user's command: it is passed as arguments, exactly as split from commandLine.
+# A gang instance first waits for its host list (see task_pod). Daemons started by a
+# coordination command inherit the tee pipes; once the command ended its output is
+# given 3 s to drain, so such a daemon cannot keep the task from ending.
 TASK_WRAPPER = r'''
+if [ -n "$PODBATCH_HOSTS_FILE" ]; then
+  while [ ! -s "$PODBATCH_HOSTS_FILE" ]; do sleep 0.2 2>/dev/null || sleep 1; done
+  AZ_BATCH_HOST_LIST=$(cat "$PODBATCH_HOSTS_FILE"); AZ_BATCH_NODE_LIST=$(echo "$AZ_BATCH_HOST_LIST" | tr , ';')
+  export AZ_BATCH_HOST_LIST AZ_BATCH_NODE_LIST AZ_BATCH_MASTER_NODE="${AZ_BATCH_HOST_LIST%%,*}:6000"
+fi
 d="$AZ_BATCH_TASK_DIR"; mkdir -p "$AZ_BATCH_TASK_WORKING_DIR" 2>/dev/null
 [ "$PODBATCH_KEEP_WORKDIR" = 1 ] || cd "$AZ_BATCH_TASK_WORKING_DIR" 2>/dev/null || true
 f="/tmp/.podbatch-$$"; mkfifo "$f.o" "$f.e" || exec "$@"
@@ -33,10 +41,13 @@ exec 3>"$f.o" 4>"$f.e"
 if [ -n "$PODBATCH_COORDINATION" ]; then eval "$PODBATCH_COORDINATION" >&3 2>&4; fi
 if [ "$PODBATCH_THEN_WAIT" = 1 ]; then exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exec sleep 2147483647; fi
 "$@" >&3 2>&4; rc=$?
-exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"
+exec 3>&- 4>&-; (sleep 3; kill $a $b) 2>/dev/null & k=$!
+wait $a $b 2>/dev/null; kill $k 2>/dev/null; rm -f "$f.o" "$f.e"
 [ -z "$PODBATCH_UPLOAD" ] || sh -c "$PODBATCH_UPLOAD" podbatch-upload "$rc" >"$d/fileuploadout.txt" 2>"$d/fileuploaderr.txt"
 exit $rc
 '''.strip()
+
+GANG_DIR = "/etc/podbatch"   # a gang instance's downward-API files (hosts: the host list)
 
 NODEPREP_SCRIPT = r'''
 set -e
@@ -128,13 +139,16 @@ def _resources(spec: dict) -> dict:
 def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, attempt: int,
              owner: dict | None = None, extra_env: dict[str, str] | None = None, role: str = "task",
              pod_name: str | None = None, service_account: str | None = None,
-             coordination: str | None = None, then_wait: bool = False,
+             coordination: str | None = None, then_wait: bool = False, gang: bool = False,
              resource_files: list[dict] | None = None, tools_image: str = "busybox") -> dict:
     """The pod of one attempt of a task, bound to `placement.node_name` (no kube-scheduler).
 
     Also builds the job's preparation and release pods (`role` jobprep / jobrelease) and the
-    instances of a multi-instance task: `coordination` runs before the command, and
-    `then_wait` keeps a subtask alive until podbatch stops it when the primary ends.
+    instances of a multi-instance task (`gang`): each waits for the host list, which
+    podbatch writes into the annotation podbatch.io/host-list of every instance's pod once
+    all have pod IPs (a downward-API file), and exports AZ_BATCH_HOST_LIST, _NODE_LIST and
+    _MASTER_NODE from it; `coordination` runs before the command, and `then_wait` keeps a
+    subtask alive until podbatch stops it when the primary ends.
     `resource_files` are the task's resource files with container URLs expanded
     (core.files.expand_resource_files); files.pod_files adds their init container and
     the output-file upload step. Raises files.FileSpecError for entries that cannot work."""
@@ -162,6 +176,8 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
         env.append({"name": "PODBATCH_COORDINATION", "value": shlex.join(split_command_line(coordination))})
     if then_wait:
         env.append({"name": "PODBATCH_THEN_WAIT", "value": "1"})
+    if gang:
+        env.append({"name": "PODBATCH_HOSTS_FILE", "value": f"{GANG_DIR}/hosts"})
     main = {
         "name": "task",
         "image": image,
@@ -193,6 +209,10 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     if extra_files.init_containers:
         pod_spec["initContainers"] = extra_files.init_containers
         pod_spec["volumes"] = [vol, *extra_files.volumes]
+    if gang:
+        pod_spec["volumes"] = [*pod_spec["volumes"], {"name": "podbatch-gang", "downwardAPI": {"items": [
+            {"path": "hosts", "fieldRef": {"fieldPath": f"metadata.annotations['{naming.ANNOTATION_HOST_LIST}']"}}]}}]
+        main["volumeMounts"] = [*main["volumeMounts"], {"name": "podbatch-gang", "mountPath": GANG_DIR, "readOnly": True}]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     wall = seconds(((spec.get("constraints") or {}).get("maxWallClockTime")) or spec.get("maxWallClockTime"))

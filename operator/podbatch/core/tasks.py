@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from podbatch.core import files
+from podbatch.core import files, naming
 
 ACTIVE, PREPARING, RUNNING, COMPLETED = "active", "preparing", "running", "completed"
 REQUEUE_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError", "NodeAffinity", "OutOfpods", "Preempting"}
@@ -30,6 +30,8 @@ class PodView:
     finished_at: str | None = None
     deleting: bool = False
     host_ip: str = ""
+    pod_ip: str = ""
+    host_list: str = ""                          # the gang's host list, once podbatch published it
     preprocessing_failure: dict | None = None   # failureInfo of a failed resource-file download
     upload_error: str = ""                      # why an output-file upload failed
 
@@ -56,6 +58,8 @@ def pod_view(pod: dict) -> PodView:
                    message=status.get("message", ""), exit_code=exit_code, container_reason=creason,
                    started_at=started or status.get("startTime"), finished_at=finished,
                    deleting=bool(pod["metadata"].get("deletionTimestamp")), host_ip=status.get("hostIP", ""),
+                   pod_ip=status.get("podIP") or "",
+                   host_list=(pod["metadata"].get("annotations") or {}).get(naming.ANNOTATION_HOST_LIST, ""),
                    preprocessing_failure=pre, upload_error=upload)
 
 
