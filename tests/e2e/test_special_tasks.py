@@ -124,7 +124,10 @@ def test_multi_instance_on_real_nodes_reach_each_other_at_the_host_list(two_real
     docs = [d for f in ("pool.yaml", "job.yaml", "task.yaml") for d in yaml.safe_load_all((MPI_EXAMPLE / f).read_text()) if d]
     try:
         for d in docs:
-            objects.create(d)
+            if d["kind"] == "ConfigMap":
+                core_v1.create_namespaced_config_map(namespace, d)
+            else:
+                objects.create(d)
         st = objects.wait_job_done("mpi-real", 300)
         assert st["taskCounts"]["succeeded"] == 1, st
         ts = objects.status("Task", "mpi-ping")
@@ -137,5 +140,24 @@ def test_multi_instance_on_real_nodes_reach_each_other_at_the_host_list(two_real
             assert f"{ip} answered: {ip}" in log, log
         assert f"all {';'.join(ips)} reached" in log, log
         assert all(s["state"] == "completed" for s in subs), subs
+        assert "serving" in log, "the primary ran serve.sh, a common resource file"
+        # the other instance ran it too: it answered with its own address, checked above
+
+        # an instance whose common resource file cannot be had fails the whole task
+        # with a preprocessing error, and no instance is left running
+        bad = yaml.safe_load((MPI_EXAMPLE / "task.yaml").read_text().split("---")[1])
+        bad["metadata"]["name"] = "mpi-nofile"
+        bad["spec"]["jobName"] = "mpi-bad"
+        bad["spec"]["multiInstanceSettings"]["commonResourceFiles"][0]["configMapKeyRef"]["key"] = "no-such-key"
+        objects.create(job("mpi-bad", "mpi-real", onAllTasksComplete="terminatejob"))
+        objects.create(bad)
+        objects.wait_job_done("mpi-bad", 120)
+        info = objects.status("Task", "mpi-nofile")["executionInfo"]
+        assert info["result"] == "failure" and info["failureInfo"]["category"] == "usererror", info
+        assert "mpi-serve/no-such-key" in info["failureInfo"]["message"], info
+        wait_for("no instance pod left running", lambda: not [
+            p for p in core_v1.list_namespaced_pod(namespace).items
+            if p.metadata.name.startswith("mpi-nofile") and p.status.phase in ("Pending", "Running")
+            and not p.metadata.deletion_timestamp], 60)
     finally:
         objects.delete("Pool", "mpi-real")

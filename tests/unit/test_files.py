@@ -297,3 +297,15 @@ def test_upload_script_per_condition_globs_and_failures(bb, server, tmp_path, mo
     assert rc == 1
     reason = files.upload_failure(msg)
     assert "HTTP 403" in reason and "no file nothere.txt" in reason, msg
+
+
+def test_common_resource_files_go_to_the_task_directory():
+    script = files.resource_script(files.into_task_dir(
+        [{"configMapKeyRef": {"name": "cm", "key": "serve.sh"}, "filePath": "bin/serve.sh", "fileMode": "0755"},
+         {"httpUrl": "http://h/data", "filePath": "d"}]) + [{"httpUrl": "http://h/own", "filePath": "own"}])
+    steps = script.splitlines()[-3:]
+    assert steps[0] == 'pb_copy configmap:cm/serve.sh /podbatch-resources/0/file "$AZ_BATCH_TASK_DIR"/bin/serve.sh 0755'
+    assert steps[1].startswith('pb_get http://h/data "$AZ_BATCH_TASK_DIR"/d ')
+    assert steps[2].startswith("pb_get http://h/own own "), "the task's own resource files stay in its working directory"
+    with pytest.raises(files.FileSpecError):
+        files._resource_step(0, files.into_task_dir([{"httpUrl": "http://h/x", "filePath": "../x"}])[0])

@@ -630,8 +630,17 @@ class Engine(SpecialTasks, JobSchedules):
         cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
         gang_nodes = [cnode_key] + [key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0)]
         lost = any(node_view.get(n, ("unusable", False, None))[0] == "unusable" or n not in s.cnodes for n in gang_nodes)
+        view = pod_rec.view if pod_rec else None
+        failed_instance = None
+        if len(gang_nodes) > 1:   # an instance whose common resource files failed fails the whole task
+            failed_instance = next((r.view for x in st.get("subtasks") or [] if x.get("id", 0)
+                                    for r in [self._own_pod(t, x.get("podName"))]
+                                    if r and r.view.phase == "Failed" and r.view.preprocessing_failure), None)
+            view = failed_instance or view
         out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
-                                       pod=pod_rec.view if pod_rec else None, now=now, node_lost=lost)
+                                       pod=view, now=now, node_lost=lost)
+        if failed_instance and out.completed and st.get("podName"):
+            await self.kube.delete_pod(ns, st["podName"], grace=0)
         if out.status and len(gang_nodes) > 1 and out.status.get("state") in (ACTIVE, COMPLETED):
             final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
             out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
@@ -694,8 +703,13 @@ class Engine(SpecialTasks, JobSchedules):
         gang = bool(subtasks)
         env = self.prep_env(job, self._placement(pool, c))
         placements = [(0, c, None)] + [(x["id"], s.cnodes.get(key(ns, x["nodeName"])), x["podName"]) for x in subtasks]
-        coordination = (t["spec"].get("multiInstanceSettings") or {}).get("coordinationCommandLine")
+        multi = t["spec"].get("multiInstanceSettings") or {}
+        coordination = multi.get("coordinationCommandLine")
         resource_files = await self._expanded_resource_files(t["spec"].get("resourceFiles"))
+        common: list[dict] = []
+        if gang:   # every instance, the primary too, gets the common ones (in the task directory)
+            from podbatch.core import files as rfiles
+            common = rfiles.into_task_dir(await self._expanded_resource_files(multi.get("commonResourceFiles")))
         for idx, cn, pod_name in placements:
             if cn is None:
                 continue
@@ -710,7 +724,8 @@ class Engine(SpecialTasks, JobSchedules):
                                 owner=pods.owner_reference(t), extra_env=extra, pod_name=pod_name,
                                 service_account=self.job_manager_account(job, t),
                                 coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
-                                resource_files=resource_files if idx == 0 else [], tools_image=self.settings.tools_image)
+                                resource_files=[*common, *(resource_files or [])] if idx == 0 else common,
+                                tools_image=self.settings.tools_image)
             res = await self.kube.create_pod(pod)
             if res:
                 s.put_pod(res)

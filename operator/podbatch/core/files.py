@@ -82,6 +82,9 @@ def blob_url(container_url: str, blob_name: str) -> str:
     return urlunsplit((s.scheme, s.netloc, s.path.rstrip("/") + "/" + quote(blob_name, safe="/~"), s.query, ""))
 
 
+TASK_DIR_MARK = "_intoTaskDir"   # internal: set by into_task_dir, never part of the API
+
+
 def expand_resource_files(resource_files: list[dict] | None, listings: dict[tuple[str, str], list[str] | str]) -> list[dict]:
     """Replace each `storageContainerUrl` entry by one `httpUrl` entry per listed blob
     (`listings[(url, prefix)]` = blob names, or a string: why listing failed), kept
@@ -152,6 +155,8 @@ def _resource_step(i: int, rf: dict) -> str:
                             "the operator did not list the container")
     mode = _mode(rf.get("fileMode"))
     path = _safe_rel(rf.get("filePath") or "", "filePath")
+    # a multi-instance task's common resource files go to the task directory, above `wd`
+    where = (lambda p: f'"$AZ_BATCH_TASK_DIR"/{shlex.quote(p)}') if rf.get(TASK_DIR_MARK) else shlex.quote
     if rf.get("httpUrl"):
         url = rf["httpUrl"]
         if not path:
@@ -159,12 +164,18 @@ def _resource_step(i: int, rf: dict) -> str:
         if not path:
             raise FileSpecError("an httpUrl resource file needs a filePath")
         insecure = "--no-check-certificate" if url.lower().startswith("https:") else "''"
-        return f"pb_get {shlex.quote(url)} {shlex.quote(path)} {mode} {insecure}"
+        return f"pb_get {shlex.quote(url)} {where(path)} {mode} {insecure}"
     if not (rf.get("configMapKeyRef") or rf.get("secretKeyRef")):
         raise FileSpecError("a resource file needs one of httpUrl, storageContainerUrl, configMapKeyRef, secretKeyRef")
     if not path:
         raise FileSpecError("a resource file from a ConfigMap or Secret needs a filePath")
-    return f"pb_copy {shlex.quote(_source(rf))} {RESOURCES_DIR}/{i}/file {shlex.quote(path)} {mode}"
+    return f"pb_copy {shlex.quote(_source(rf))} {RESOURCES_DIR}/{i}/file {where(path)} {mode}"
+
+
+def into_task_dir(resource_files: list[dict] | None) -> list[dict]:
+    """Expanded resource files marked for the task directory instead of its working
+    directory: Batch puts a multi-instance task's commonResourceFiles there."""
+    return [{**rf, TASK_DIR_MARK: True} for rf in resource_files or []]
 
 
 def _key_volumes(resource_files: list[dict]) -> tuple[list[dict], list[dict]]:
