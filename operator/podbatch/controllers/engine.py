@@ -88,6 +88,7 @@ class Engine(SpecialTasks, JobSchedules):
         self._terminate_requests: set[str] = set()   # jobs a task's exit conditions asked to terminate
         self._inflight: dict[str, set[str]] = {}
         self._last_bound: dict[str, int] = {}        # job -> binding counter value of its latest binding
+        self._auto_pools_announced: set[str] = set()   # auto pools whose creation was announced by an event
         self._bindings = 0
         self._pending_since: dict[str, float] = {}   # tasks seen waiting, not yet bound
         self._samples: dict[str, dict[str, list[autoscale.Sample]]] = {}   # pool -> metric -> samples (24 h)
@@ -293,7 +294,7 @@ class Engine(SpecialTasks, JobSchedules):
         ns, name = pk.split("/", 1)
         totals = dict.fromkeys(("active", "running", "succeeded", "failed"), 0)
         for j in self.store.jobs.values():
-            if j["metadata"]["namespace"] == ns and (j["spec"].get("poolInfo") or {}).get("poolId") == name:
+            if j["metadata"]["namespace"] == ns and jobcore.pool_id_of(j) == name:
                 counts = (j.get("status") or {}).get("taskCounts") or {}
                 for k in totals:
                     totals[k] += int(counts.get(k, 0))
@@ -832,8 +833,7 @@ class Engine(SpecialTasks, JobSchedules):
             jst = j.get("status") or {}
             if jst.get("state") in ("completed", "terminating", "deleting") or j["metadata"].get("deletionTimestamp"):
                 continue
-            pool_id = (j["spec"].get("poolInfo") or {}).get("poolId") or ""
-            pk = key(j["metadata"]["namespace"], pool_id)
+            pk = key(j["metadata"]["namespace"], jobcore.pool_id_of(j))
             if only_pools is not None and pk not in only_pools:
                 continue
             counts = s.job_state_counts.get(jk) or {}
@@ -945,7 +945,7 @@ class Engine(SpecialTasks, JobSchedules):
         j = self.store.jobs.get(jk)
         if not j:
             return ""
-        return key(j["metadata"]["namespace"], (j["spec"].get("poolInfo") or {}).get("poolId") or "")
+        return key(j["metadata"]["namespace"], jobcore.pool_id_of(j))
 
     def _pools_of_cnodes(self, cnodes: set[str]) -> set[str]:
         return {self._cnode_pool[c] for c in cnodes if c in self._cnode_pool}
@@ -1012,6 +1012,39 @@ class Engine(SpecialTasks, JobSchedules):
         return {k for k, j in self.store.jobs.items()
                 if (j["spec"].get("constraints") or {}).get("maxWallClockTime") and (j.get("status") or {}).get("state") not in ("completed",)}
 
+    async def ensure_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
+        """Create the job's auto pool (autoPoolSpecification) unless it exists. It is owned by
+        the job, or with poolLifetimeOption jobschedule by the JobSchedule, so deleting the
+        owner deletes it (and its nodes, through the pool's finalizer)."""
+        name, spec = auto
+        ns = job["metadata"]["namespace"]
+        if key(ns, name) in self.store.pools:
+            return
+        owner, kind = job, "job"
+        schedule = (job["metadata"].get("labels") or {}).get(naming.LABEL_SCHEDULE)
+        if spec.get("poolLifetimeOption") == "jobschedule" and schedule:
+            owner, kind = self.store.jobschedules.get(key(ns, schedule)) or job, "jobschedule"
+        body = {"apiVersion": API_VERSION, "kind": "Pool",
+                "metadata": {"name": name, "namespace": ns,
+                             "labels": {naming.LABEL_AUTO_POOL_OF: naming.label_value(f"{kind}.{owner['metadata']['name']}")},
+                             "ownerReferences": [pods.owner_reference({"kind": owner.get("kind") or ("JobSchedule" if kind == "jobschedule" else "Job"), **owner})]},
+                "spec": spec.get("pool") or {}}
+        await self.kube.create_object("pools", ns, body)   # 409 (made by an earlier pass) is fine
+        if name not in self._auto_pools_announced:
+            self._auto_pools_announced.add(name)
+            _event(job, "Normal", "AutoPoolCreated", f"created pool {name} from spec.poolInfo.autoPoolSpecification")
+
+    async def end_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
+        """poolLifetimeOption job: the pool goes when the job completes, unless keepAlive."""
+        name, spec = auto
+        ns = job["metadata"]["namespace"]
+        pool = self.store.pools.get(key(ns, name))
+        if spec.get("keepAlive") or spec.get("poolLifetimeOption") == "jobschedule" or not pool \
+                or pool["metadata"].get("deletionTimestamp"):
+            return
+        await self.kube.delete_object("pools", ns, name)
+        _event(job, "Normal", "AutoPoolDeleted", f"the job completed: deleting its pool {name} (keepAlive is false)")
+
     async def reconcile_job(self, job: dict) -> None:
         s = self.store
         meta, spec = job["metadata"], job["spec"]
@@ -1032,17 +1065,22 @@ class Engine(SpecialTasks, JobSchedules):
                              int(t["spec"].get("requiredSlots", 1)))
             if st.get("state") in (PREPARING, RUNNING):
                 running.add(tk)
-        pool_id = (spec.get("poolInfo") or {}).get("poolId")
+        pool_id = jobcore.pool_id_of(job)
         info = dict(status.get("executionInfo") or {})
         info.setdefault("startTime", meta.get("creationTimestamp"))
         info["poolId"] = pool_id
         sched_err = None
-        if pool_id and key(ns, pool_id) not in s.pools:
+        auto = jobcore.auto_pool(job)
+        if auto and not invalid and status.get("state") != "completed":
+            await self.ensure_auto_pool(job, auto)
+        if auto:
+            pass   # the pool is podbatch's to create: its absence is not the user's error
+        elif pool_id and key(ns, pool_id) not in s.pools:
             sched_err = {"category": "usererror", "code": "PoolNotFound",
                          "message": f"pool {pool_id!r} does not exist in namespace {ns}; create it or fix spec.poolInfo.poolId"}
         elif not pool_id:
             sched_err = {"category": "usererror", "code": "NoPool",
-                         "message": "spec.poolInfo.poolId is empty; name the Pool this job runs on (autoPoolSpecification is not supported yet)"}
+                         "message": "spec.poolInfo has neither poolId nor autoPoolSpecification; name the Pool this job runs on"}
         info["schedulingError"] = sched_err
         wall = seconds((spec.get("constraints") or {}).get("maxWallClockTime"))
         started = parse_time(info.get("startTime"))
@@ -1059,6 +1097,8 @@ class Engine(SpecialTasks, JobSchedules):
                                    f"job {meta['name']} is {step.state} ({step.terminate_reason or spec.get('disableTasks', '')})")
         if step.terminate_reason and not info.get("terminateReason"):
             info["terminateReason"] = step.terminate_reason
+        if auto and step.state == "completed":
+            await self.end_auto_pool(job, auto)
         if step.state == "completed" and not info.get("endTime"):
             info["endTime"] = now_iso()
             self._terminate_requests.discard(jk)

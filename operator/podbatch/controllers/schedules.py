@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 from podbatch import API_VERSION
 from podbatch.controllers.store import key
-from podbatch.core import pods
+from podbatch.core import naming, pods
 from podbatch.core.schedule import due
 
-LABEL_SCHEDULE = "podbatch.io/job-schedule"
+LABEL_SCHEDULE = naming.LABEL_SCHEDULE
 ANNOTATION_OCCURRENCE = "podbatch.io/scheduled-time"
 
 
@@ -23,6 +23,20 @@ class JobSchedules:
     async def reconcile_schedules(self) -> None:
         for k, js in list(self.store.jobschedules.items()):
             await self._safely(f"job schedule {k}", self.reconcile_schedule(js))
+
+    async def _end_schedule_pool(self, js: dict) -> None:
+        """An auto pool with poolLifetimeOption jobschedule goes when its schedule completes
+        (unless keepAlive); deleting the schedule deletes it through its owner reference."""
+        from podbatch.controllers.engine import _event
+        info = ((js["spec"].get("jobSpecification") or {}).get("poolInfo") or {})
+        auto = info.get("autoPoolSpecification")
+        if info.get("poolId") or not auto or auto.get("poolLifetimeOption") != "jobschedule" or auto.get("keepAlive"):
+            return
+        ns = js["metadata"]["namespace"]
+        name = naming.auto_pool_name(auto.get("autoPoolIdPrefix"), js["metadata"]["name"])
+        if key(ns, name) in self.store.pools:
+            await self.kube.delete_object("pools", ns, name)
+            _event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")
 
     async def reconcile_schedule(self, js: dict) -> None:
         from podbatch.controllers.engine import _event, condition, now_iso, parse_time
@@ -74,6 +88,8 @@ class JobSchedules:
                 info["nextRunTime"] = _iso(d.at if (d.at is not None and active) else d.next_at)
                 if d.at is None and d.next_at is None and not active and last_run is not None:
                     state = "completed"
+        if state == "completed":
+            await self._end_schedule_pool(js)
         if state == "completed" and not info.get("endTime"):
             info["endTime"] = now_iso()
         new.update({"state": state, "executionInfo": info})

@@ -3,7 +3,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from podbatch.core import naming
+
 COUNT_KEYS = ("active", "running", "completed", "succeeded", "failed")
+
+
+def auto_pool(job: dict) -> tuple[str, dict] | None:
+    """(pool name, autoPoolSpecification) of a job on an auto pool, else None. With
+    poolLifetimeOption jobschedule, the jobs of one JobSchedule share one pool."""
+    auto = ((job.get("spec") or {}).get("poolInfo") or {}).get("autoPoolSpecification")
+    if not auto or ((job.get("spec") or {}).get("poolInfo") or {}).get("poolId"):
+        return None
+    meta = job.get("metadata") or {}
+    owner = meta.get("name", "")
+    schedule = (meta.get("labels") or {}).get(naming.LABEL_SCHEDULE)
+    if auto.get("poolLifetimeOption") == "jobschedule" and schedule:
+        owner = schedule
+    return naming.auto_pool_name(auto.get("autoPoolIdPrefix"), owner), auto
+
+
+def pool_id_of(job: dict) -> str:
+    """The name of the Pool a job runs on: poolInfo.poolId, or its auto pool's."""
+    pid = ((job.get("spec") or {}).get("poolInfo") or {}).get("poolId")
+    if pid:
+        return pid
+    auto = auto_pool(job)
+    return auto[0] if auto else ""
 
 
 def empty_counts() -> dict[str, int]:

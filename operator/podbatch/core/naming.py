@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from podbatch import GROUP
 
@@ -18,6 +19,8 @@ ANNOTATION_HOST_LIST = f"{GROUP}/host-list"   # on a gang's pods: the instances'
 TAINT_POOL = f"{GROUP}/pool"
 FINALIZER = f"{GROUP}/finalizer"
 SIM_PREFIX = "sim.podbatch.io/"
+LABEL_SCHEDULE = f"{GROUP}/job-schedule"   # on Jobs a JobSchedule created
+LABEL_AUTO_POOL_OF = f"{GROUP}/auto-pool-of"   # on an auto pool: "job.<name>" or "jobschedule.<name>"
 
 
 def _short(name: str, limit: int) -> str:
@@ -30,6 +33,13 @@ def _short(name: str, limit: int) -> str:
 def label_value(value: str) -> str:
     """A label value (<= 63 chars, alnum at both ends) that stays unique for long inputs."""
     return _short(value, 63).strip("-_.") or "x"
+
+
+def auto_pool_name(prefix: str | None, owner: str) -> str:
+    """The Pool of an autoPoolSpecification: `<prefix>-<job or job schedule>`, deterministic,
+    so it is found again after a restart and never created twice."""
+    p = re.sub(r"[^a-z0-9-]+", "-", (prefix or "auto").lower()).strip("-") or "auto"
+    return _short(f"{p}-{owner}", 50).strip("-.")
 
 
 def pool_node_label(namespace: str, pool: str) -> str:
