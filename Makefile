@@ -37,8 +37,9 @@ test-integration: $(STAMP) ## integration tests against KUBECONFIG or the local 
 test-e2e: $(STAMP) ## end-to-end tests with real pods
 	hack/with-cluster.sh $(PYTEST) -m e2e -q
 
-lint: $(STAMP) ## import contracts (core and api stay free of kopf and Kubernetes clients)
+lint: $(STAMP) ## import contracts (core and api stay free of kopf and Kubernetes clients), pyflakes
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pyflakes operator/podbatch hack/*.py tests
 
 bench: $(STAMP) ## benchmarks: podbatch next to its peers, printed as ratios
 	hack/with-cluster.sh $(PYTEST) -m bench -q -s tests/bench

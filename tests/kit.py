@@ -2,7 +2,6 @@
 run the operator as a real process (so tests can SIGKILL it)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = ROOT / "crds"

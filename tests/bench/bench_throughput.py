@@ -499,7 +499,7 @@ class Bench:
     def phase_raw(self) -> None:
         n = self.n
         self.log(f"[3/3] raw: {n} pods bound directly to the {self.nodes} fake nodes, {self.threads} threads")
-        watch = PodWatch(self.core, self.ns, f"bench=raw")
+        watch = PodWatch(self.core, self.ns, "bench=raw")
         watch.start()
         req0 = apiserver_requests(self.api)
         meter = self.meter()

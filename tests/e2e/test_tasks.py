@@ -2,7 +2,6 @@
 machines, retries, priorities, wall-clock limits, and the job's own state."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

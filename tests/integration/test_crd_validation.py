@@ -7,12 +7,10 @@ Runs against any cluster (KUBECONFIG); installs the CRDs itself, idempotently.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from podbatch import API_VERSION, GROUP, VERSION
 from podbatch.api import KINDS, InvalidObject, validate_object

@@ -1,7 +1,6 @@
 """kubectl podbatch: the pure parts (formatting, arguments, patches, manifest validation)."""
 from __future__ import annotations
 
-import argparse
 import io
 import textwrap
 

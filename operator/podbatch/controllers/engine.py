@@ -41,6 +41,9 @@ log = logging.getLogger("podbatch.engine")
 # A waiting task's pendingReason is written once it has waited this long: tasks bound
 # within a pass or two never cost a write for it.
 PENDING_REASON_AFTER = 1.5
+# A task's `running` is written once its pod has run this long: a task that ends sooner
+# goes from preparing to completed in one write (its previousState still says running).
+RUNNING_WRITE_AFTER = 1.0
 NODE_COUNTS_EVERY = 2.0
 # Reasons only the user can clear: written at once, with an Event.
 USER_FIXABLE = {"RequiredSlotsExceedNode", "InterNodeCommunicationDisabled", "DependencyCycle", "PoolNotFound"}
@@ -91,6 +94,8 @@ class Engine(SpecialTasks, JobSchedules):
         self._auto_pools_announced: set[str] = set()   # auto pools whose creation was announced by an event
         self._bindings = 0
         self._pending_since: dict[str, float] = {}   # tasks seen waiting, not yet bound
+        self._running_since: dict[str, float] = {}   # tasks whose pod runs, `running` not written yet
+        self._deferred: set[str] = set()             # tasks to look at again next pass
         self._samples: dict[str, dict[str, list[autoscale.Sample]]] = {}   # pool -> metric -> samples (24 h)
         self._autoscale: dict[str, dict] = {}         # pool -> last evaluation
         self._cycles: dict[str, tuple[int, list[str] | None]] = {}   # job -> (task count, cycle)
@@ -126,7 +131,8 @@ class Engine(SpecialTasks, JobSchedules):
     async def reconcile(self) -> None:
         s = self.store
         changed_pools, s.dirty_pools = s.dirty_pools, set()
-        dirty_tasks, s.dirty_tasks = s.dirty_tasks, set()
+        dirty_tasks, s.dirty_tasks = s.dirty_tasks | self._deferred, set()
+        self._deferred = set()
         dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
         for pk in list(s.pools):   # pools are few: every pass (timers, autoscale, resize)
             await self._safely(f"pool {pk}", self.reconcile_pool(s.pools[pk]))
@@ -583,6 +589,7 @@ class Engine(SpecialTasks, JobSchedules):
         s = self.store
         t = s.tasks.get(tk)
         if not t:
+            self._running_since.pop(tk, None)
             return True
         st = t.get("status") or {}
         ns = t["metadata"]["namespace"]
@@ -642,6 +649,17 @@ class Engine(SpecialTasks, JobSchedules):
                                        pod=view, now=now, node_lost=lost)
         if failed_instance and out.completed and st.get("podName"):
             await self.kube.delete_pod(ns, st["podName"], grace=0)
+        if out.status.get("state") == RUNNING and st.get("state") == PREPARING and len(gang_nodes) == 1 \
+                and not (out.create_pod or out.delete_pod or out.event):
+            since = self._running_since.setdefault(tk, time.monotonic())
+            if time.monotonic() - since < RUNNING_WRITE_AFTER:
+                self._deferred.add(tk)   # a short task then costs one status write less
+                self.store.changed.set()
+                return True
+        self._running_since.pop(tk, None)
+        if out.completed and st.get("state") == PREPARING and view is not None and view.exit_code is not None \
+                and not view.preprocessing_failure:
+            out.status["previousState"] = RUNNING   # it ran; it ended before `running` was written
         if out.status and len(gang_nodes) > 1 and out.status.get("state") in (ACTIVE, COMPLETED):
             final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
             out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
@@ -833,7 +851,8 @@ class Engine(SpecialTasks, JobSchedules):
             jst = j.get("status") or {}
             if jst.get("state") in ("completed", "terminating", "deleting") or j["metadata"].get("deletionTimestamp"):
                 continue
-            pk = key(j["metadata"]["namespace"], jobcore.pool_id_of(j))
+            pool_id = jobcore.pool_id_of(j)
+            pk = key(j["metadata"]["namespace"], pool_id)
             if only_pools is not None and pk not in only_pools:
                 continue
             counts = s.job_state_counts.get(jk) or {}
