@@ -42,11 +42,21 @@ kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_recor
 kopf.on.event("", "v1", "nodes")(_record(STORE.put_knode))
 
 
+class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf deep-copies every event's body to diff it, for change handlers; only Pools have
+    one (their deletion). For Tasks, pods and the rest this was ~13% of the operator's CPU."""
+
+    def build(self, *, body, extra_fields=None):
+        if body.get("kind") != "Pool":
+            return None
+        return super().build(body=body, extra_fields=extra_fields)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_) -> None:
     global _engine_task, _kube
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = _PoolsOnlyDiffBase(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
