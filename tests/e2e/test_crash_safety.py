@@ -59,3 +59,49 @@ def test_operator_killed_three_times_during_a_500_task_job(operator, objects, co
         for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
             assert b0 >= a1, f"two attempts of {name} overlapped: {spans}"
     assert len(pods) == TASKS
+
+
+def test_an_operator_restarted_while_its_namespace_is_deleted_still_releases_the_pools(kubeconfig, crds, nodesim, core_v1, custom_api):
+    """kopf alone would not serve a namespace that is already Terminating when it starts:
+    the pool's finalizer would never run and the namespace would hang for ever."""
+    import uuid
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from kit import Objects, OperatorProcess
+    ns = f"pbterm-{uuid.uuid4().hex[:6]}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    objects = Objects(custom_api, ns)
+    first = OperatorProcess(kubeconfig, f"operator-{ns}-1", env={"PODBATCH_NAMESPACES": ns}).start()
+    second = OperatorProcess(kubeconfig, f"operator-{ns}-2", env={"PODBATCH_NAMESPACES": ns})
+    label = f"podbatch.io/pool={ns}.p"
+    try:
+        objects.create(kwok_pool("p", 2))
+        wait_for("2 idle nodes", lambda: sum((c.get("status") or {}).get("state") == "idle"
+                                             for c in objects.list("ComputeNode")) == 2, 90)
+        first.kill()
+        core_v1.delete_namespace(ns)
+        wait_for("the namespace held by the pool's finalizer", lambda: any(
+            (c.reason or "") == "SomeFinalizersRemain" and c.status == "True"
+            for c in core_v1.read_namespace(ns).status.conditions or []), 60)
+        second.start()
+
+        def gone() -> bool:
+            try:
+                core_v1.read_namespace(ns)
+                return False
+            except ApiException as e:
+                return e.status == 404
+        wait_for("the namespace deleted", gone, 120)
+        assert not core_v1.list_node(label_selector=label).items, "the pool's nodes were not released"
+    finally:
+        first.kill()
+        second.stop()
+        for n in core_v1.list_node(label_selector=label).items:
+            core_v1.delete_node(n.metadata.name)
+        try:
+            for p in objects.list("Pool"):
+                objects.patch("Pool", p["metadata"]["name"], {"metadata": {"finalizers": None}})
+        except ApiException:
+            pass

@@ -161,3 +161,42 @@ def test_multi_instance_on_real_nodes_reach_each_other_at_the_host_list(two_real
             and not p.metadata.deletion_timestamp], 60)
     finally:
         objects.delete("Pool", "mpi-real")
+
+
+def test_a_job_applied_again_under_its_name_runs_its_own_preparation(operator, objects, core_v1, namespace):
+    """Pods of an earlier Job of the same name are not the new job's (they carry its uid)."""
+    objects.create(kwok_pool("p", 1))
+    spec = {"onAllTasksComplete": "terminatejob", "jobPreparationTask": {"commandLine": "/bin/true"}}
+    objects.create(job("again", "p", **spec))
+    objects.create(task("a1", "again", annotations=sim(0)))
+    objects.wait_job_done("again", 120)
+    objects.delete("Task", "a1")
+    from kubernetes import client   # orphan its pods: they stay, under the names the new job's will have
+    objects.api.delete_namespaced_custom_object("podbatch.io", "v1alpha1", namespace, "jobs", "again",
+                                                body=client.V1DeleteOptions(propagation_policy="Orphan"))
+    wait_for("the old job gone", lambda: "again" not in {j["metadata"]["name"] for j in objects.list("Job")}, 60)
+    new_uid = objects.create(job("again", "p", **spec))["metadata"]["uid"]
+    objects.create(task("a2", "again", annotations=sim(0)))
+    st = objects.wait_job_done("again", 180)
+    assert st["taskCounts"]["succeeded"] == 1 and [r["result"] for r in st["preparationTasks"]] == ["success"], st
+    preps = core_v1.list_namespaced_pod(namespace, label_selector="podbatch.io/role=jobprep").items
+    assert any(p.metadata.labels.get("podbatch.io/task-uid") == new_uid for p in preps), \
+        [(p.metadata.name, p.metadata.labels.get("podbatch.io/task-uid")) for p in preps]
+
+
+def test_a_task_applied_again_under_its_name_runs_again(operator, objects, core_v1, namespace):
+    """GitOps re-creates a Task under the same name: its old pod (orphaned here, so it stays
+    under the very name the new attempt's pod gets) is not the new task's result."""
+    from kubernetes import client
+    objects.create(kwok_pool("p", 1))
+    objects.create(job("j", "p"))
+    objects.create(task("t", "j", annotations=sim(0, exit_code=0)))
+    objects.wait_state("Task", "t", "completed", 120)
+    objects.api.delete_namespaced_custom_object("podbatch.io", "v1alpha1", namespace, "tasks", "t",
+                                                body=client.V1DeleteOptions(propagation_policy="Orphan"))
+    wait_for("the old task gone", lambda: not objects.status("Task", "t"), 60)
+    uid = objects.create(task("t", "j", annotations=sim(0, exit_code=3)))["metadata"]["uid"]
+    st = objects.wait_state("Task", "t", "completed", 120)
+    assert st["executionInfo"]["exitCode"] == 3, st
+    pod = core_v1.read_namespaced_pod(st["podName"], namespace)
+    assert pod.metadata.labels["podbatch.io/task-uid"] == uid

@@ -745,6 +745,8 @@ class Engine(SpecialTasks, JobSchedules):
                                 coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
                                 resource_files=[*common, *(resource_files or [])] if idx == 0 else common,
                                 tools_image=self.settings.tools_image)
+            if await self.clear_stale_pod(pod):
+                continue
             res = await self.kube.create_pod(pod)
             if res:
                 s.put_pod(res)

@@ -18,13 +18,28 @@ JM_ROLE_RULES = [{"apiGroups": ["podbatch.io"], "resources": ["tasks", "jobs"],
 
 
 class SpecialTasks:
+    async def clear_stale_pod(self, pod: dict) -> bool:
+        """A pod of this name that belongs to an earlier object of the same name (deleted and
+        applied again; its pods orphaned or still terminating) is deleted first: True means
+        the new pod waits for that, and the deletion event brings its owner back here."""
+        meta = pod["metadata"]
+        rec = self.store.pods.get(key(meta["namespace"], meta["name"]))
+        uid = meta["labels"].get(naming.LABEL_TASK_UID, "")
+        if rec is None or rec.labels.get(naming.LABEL_TASK_UID, uid) == uid:
+            return False
+        if not rec.view.deleting:
+            await self.kube.delete_pod(meta["namespace"], meta["name"], grace=0)
+        return True
+
     # --------------------------------------------------------------- preparation
     def prep_pods_of(self, job_key: str, role: str = "jobprep") -> dict[str, list[tuple[str, PodRecord]]]:
-        """Preparation (or release) pods of a job by ComputeNode name."""
+        """Preparation (or release) pods of a job by ComputeNode name; not those of an earlier
+        Job of the same name (deleted and applied again while its pods still go away)."""
         out: dict[str, list[tuple[str, PodRecord]]] = {}
+        uid = ((self.store.jobs.get(job_key) or {}).get("metadata") or {}).get("uid")
         for pk in self.store.job_pods.get(job_key, ()):
             rec = self.store.pods.get(pk)
-            if rec and rec.labels.get(naming.LABEL_ROLE) == role:
+            if rec and rec.labels.get(naming.LABEL_ROLE) == role and (not uid or rec.labels.get(naming.LABEL_TASK_UID, uid) == uid):
                 out.setdefault(rec.labels.get(naming.LABEL_NODE, ""), []).append((pk.split("/", 1)[1], rec))
         return out
 
@@ -75,6 +90,8 @@ class SpecialTasks:
                             tools_image=self.settings.tools_image)
         pod["metadata"]["labels"][naming.LABEL_TASK] = naming.label_value(tid)
         pod["metadata"]["annotations"].update(annotations or {})
+        if await self.clear_stale_pod(pod):
+            return
         res = await self.kube.create_pod(pod)
         if res:
             self.store.put_pod(res)
