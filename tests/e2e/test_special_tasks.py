@@ -159,6 +159,20 @@ def test_multi_instance_on_real_nodes_reach_each_other_at_the_host_list(two_real
             p for p in core_v1.list_namespaced_pod(namespace).items
             if p.metadata.name.startswith("mpi-nofile") and p.status.phase in ("Pending", "Running")
             and not p.metadata.deletion_timestamp], 60)
+
+        # a non-primary instance whose coordination command fails fails the task at once
+        # (Batch: an instance failing fails the multi-instance task), the primary is stopped
+        objects.create(job("mpi-fail", "mpi-real", onAllTasksComplete="terminatejob"))
+        objects.create(task("mpi-crash", "mpi-fail", "/bin/sleep 300", multiInstanceSettings={
+            "numberOfInstances": 2,
+            "coordinationCommandLine": "/bin/sh -c '[ \"$AZ_BATCH_IS_CURRENT_NODE_MASTER\" = true ] || exit 7'"}))
+        objects.wait_job_done("mpi-fail", 120)
+        info = objects.status("Task", "mpi-crash")["executionInfo"]
+        assert info["result"] == "failure" and info["exitCode"] == 7, info
+        wait_for("no instance of mpi-crash left running", lambda: not [
+            p for p in core_v1.list_namespaced_pod(namespace).items
+            if p.metadata.name.startswith("mpi-crash") and p.status.phase in ("Pending", "Running")
+            and not p.metadata.deletion_timestamp], 60)
     finally:
         objects.delete("Pool", "mpi-real")
 

@@ -87,3 +87,18 @@ def test_a_daemon_of_the_coordination_command_does_not_keep_the_task_running(tmp
     assert r.returncode == 3 and time.monotonic() - t0 < 15
     assert r.stderr == "", "the wrapper's own job messages stay out of the task's stderr"
     assert (task_dir / "stdout.txt").read_text() == "done\n"
+
+
+@needs_busybox
+def test_a_failed_coordination_command_ends_the_instance_with_its_code(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for a in ("sh", "sleep", "kill", "mkdir", "mkfifo", "tee", "rm", "echo"):
+        os.symlink(BUSYBOX, bindir / a)
+    task_dir = tmp_path / "task"
+    env = {"PATH": str(bindir), "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
+           "PODBATCH_COORDINATION": "sh -c 'exit 7'", "PODBATCH_THEN_WAIT": "1"}
+    r = subprocess.run([BUSYBOX, "sh", "-c", pods.TASK_WRAPPER, "podbatch-task", "echo", "never"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 7, "a subtask whose coordination failed must not wait as if it were fine"
+    assert "never" not in r.stdout and "coordination command exited with 7" in (task_dir / "stderr.txt").read_text()

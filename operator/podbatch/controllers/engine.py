@@ -640,15 +640,18 @@ class Engine(SpecialTasks, JobSchedules):
         lost = any(node_view.get(n, ("unusable", False, None))[0] == "unusable" or n not in s.cnodes for n in gang_nodes)
         view = pod_rec.view if pod_rec else None
         failed_instance = None
-        if len(gang_nodes) > 1:   # an instance whose common resource files failed fails the whole task
+        if len(gang_nodes) > 1:   # Batch: an instance that fails fails the task (retried as a whole)
             failed_instance = next((r.view for x in st.get("subtasks") or [] if x.get("id", 0)
                                     for r in [self._own_pod(t, x.get("podName"))]
-                                    if r and r.view.phase == "Failed" and r.view.preprocessing_failure), None)
-            view = failed_instance or view
+                                    if r and r.view.phase == "Failed" and not r.view.deleting), None)
+            if failed_instance and not (view and view.phase in ("Succeeded", "Failed")):
+                view = failed_instance
+            else:
+                failed_instance = None
         out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
                                        pod=view, now=now, node_lost=lost)
-        if failed_instance and out.completed and st.get("podName"):
-            await self.kube.delete_pod(ns, st["podName"], grace=0)
+        if failed_instance and out.status.get("state") in (ACTIVE, COMPLETED) and st.get("podName"):
+            await self.kube.delete_pod(ns, st["podName"], grace=0)   # the primary goes with the gang
         if out.status.get("state") == RUNNING and st.get("state") == PREPARING and len(gang_nodes) == 1 \
                 and not (out.create_pod or out.delete_pod or out.event):
             since = self._running_since.setdefault(tk, time.monotonic())

@@ -25,7 +25,8 @@ NONADMIN_UID = 1000
 # user's command: it is passed as arguments, exactly as split from commandLine.
 # A gang instance first waits for its host list (see task_pod). Daemons started by a
 # coordination command inherit the tee pipes; once the command ended its output is
-# given 3 s to drain, so such a daemon cannot keep the task from ending.
+# given 3 s to drain, so such a daemon cannot keep the task from ending. A coordination
+# command that fails ends the instance with its exit code (Batch: the task then fails).
 TASK_WRAPPER = r'''
 if [ -n "$PODBATCH_HOSTS_FILE" ]; then
   while [ ! -s "$PODBATCH_HOSTS_FILE" ]; do sleep 0.2 2>/dev/null || sleep 1; done
@@ -38,9 +39,12 @@ f="/tmp/.podbatch-$$"; mkfifo "$f.o" "$f.e" || exec "$@"
 tee "$d/stdout.txt" <"$f.o" & a=$!
 tee "$d/stderr.txt" <"$f.e" >&2 & b=$!
 exec 3>"$f.o" 4>"$f.e"
-if [ -n "$PODBATCH_COORDINATION" ]; then eval "$PODBATCH_COORDINATION" >&3 2>&4; fi
-if [ "$PODBATCH_THEN_WAIT" = 1 ]; then exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exec sleep 2147483647; fi
-"$@" >&3 2>&4; rc=$?
+rc=0
+if [ -n "$PODBATCH_COORDINATION" ]; then
+  eval "$PODBATCH_COORDINATION" >&3 2>&4 || { rc=$?; echo "podbatch: the coordination command exited with $rc" >&4; }
+fi
+if [ $rc = 0 ] && [ "$PODBATCH_THEN_WAIT" = 1 ]; then exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exec sleep 2147483647; fi
+if [ $rc = 0 ]; then "$@" >&3 2>&4; rc=$?; fi
 exec 3>&- 4>&-; (sleep 3; kill $a $b) 2>/dev/null & k=$!
 wait $a $b 2>/dev/null; kill $k 2>/dev/null; rm -f "$f.o" "$f.e"
 [ -z "$PODBATCH_UPLOAD" ] || sh -c "$PODBATCH_UPLOAD" podbatch-upload "$rc" >"$d/fileuploadout.txt" 2>"$d/fileuploaderr.txt"
