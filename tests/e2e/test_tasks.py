@@ -232,3 +232,33 @@ def test_a_task_with_a_name_longer_than_a_label_completes(operator, objects):
     objects.create(task(name, "j", annotations=sim(0)))
     objects.wait_job_done("j", 90)
     assert objects.status("Task", name)["executionInfo"]["result"] == "success"
+
+
+def test_pending_reasons_only_for_the_head_of_a_deep_queue(kubeconfig, crds, nodesim, custom_api, core_v1):
+    """PODBATCH_PENDING_REASON_LIMIT: a deep queue costs no status write per waiting task."""
+    import time
+    import uuid
+
+    from kubernetes import client
+
+    from kit import Objects, OperatorProcess
+    ns = f"pbdeep-{uuid.uuid4().hex[:6]}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    op = OperatorProcess(kubeconfig, f"operator-{ns}", env={"PODBATCH_NAMESPACES": ns, "PODBATCH_PENDING_REASON_LIMIT": "5"}).start()
+    objects = Objects(custom_api, ns)
+    try:
+        objects.create(kwok_pool("empty", 0))
+        objects.create(job("j", "empty"))
+        for i in range(12):
+            objects.create(task(f"t{i:02d}", "j"))
+        wait_for("the first 5 with a reason", lambda: sum(
+            bool((t.get("status") or {}).get("pendingReason")) for t in objects.list("Task")) >= 5, 60)
+        time.sleep(5)   # several passes: the others stay without one
+        reasons = {t["metadata"]["name"]: (t.get("status") or {}).get("pendingReason") for t in objects.list("Task")}
+        assert sum(bool(r) for r in reasons.values()) == 5, reasons
+        assert all(r["queuePosition"] <= 5 for r in reasons.values() if r)
+    finally:
+        objects.delete("Pool", "empty")   # its finalizer needs the operator
+        wait_for("the pool gone", lambda: not objects.list("Pool"), 60)
+        op.stop()
+        core_v1.delete_namespace(ns)

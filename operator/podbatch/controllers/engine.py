@@ -942,7 +942,10 @@ class Engine(SpecialTasks, JobSchedules):
             for b in plan.bindings:
                 pending_writes.append(self._safely(f"binding {b.task}", self._bind(b, pool, now)))
                 touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
+            limit = self.settings.pending_reason_limit
             for tk, p in plan.pending.items():
+                if limit and p.queue_position > limit and p.reason not in USER_FIXABLE:
+                    continue   # deep in the queue: its reason is written once it is within the first `limit`
                 pending_writes.append(self._safely(f"pending reason of {tk}", self._set_pending(
                     tk, {"reason": p.reason, "message": p.message, "queuePosition": p.queue_position})))
         for tk, p in waiting_deps.items():
