@@ -54,9 +54,12 @@ def now_iso() -> str:
 
 
 def parse_time(s: str | None) -> float | None:
+    """An RFC 3339 time of the API (…Z) as epoch seconds. fromisoformat, not strptime: the
+    scheduler reads every queued task's creationTimestamp each pass (strptime took ~25% of
+    a pass over 10,000 queued tasks)."""
     if not s:
         return None
-    return datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(s[:19]).replace(tzinfo=timezone.utc).timestamp()
 
 
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int | None = None) -> dict:
