@@ -67,6 +67,17 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int |
             "lastTransitionTime": now_iso(), "observedGeneration": generation}
 
 
+def _pruned(v):
+    """A status value as the API server keeps it after a merge patch: keys set to None are
+    gone. Comparing without this made every pass rewrite a job whose executionInfo had a
+    None (schedulingError), and each write woke the job and replanned its pool again."""
+    if isinstance(v, dict):
+        return {k: _pruned(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_pruned(x) for x in v]
+    return v
+
+
 def _same_conditions(old: list | None, new: list) -> bool:
     strip = lambda cs: [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in cs or []]
     return strip(old) == strip(new)
@@ -284,7 +295,7 @@ class Engine(SpecialTasks, JobSchedules):
             new["allocationStateTransitionTime"] = now_iso()
             if alloc == "steady" and status.get("allocationState") == "resizing":
                 _event(pool, "Normal", "ResizeComplete", f"pool has {len(members)} nodes")
-        changed = any(status.get(k) != v for k, v in new.items()) or not _same_conditions(status.get("conditions"), conds)
+        changed = any(_pruned(status.get(k)) != _pruned(v) for k, v in new.items()) or not _same_conditions(status.get("conditions"), conds)
         if changed:
             new["conditions"] = conds
             await self._patch_status("pools", pool, new)
@@ -541,7 +552,7 @@ class Engine(SpecialTasks, JobSchedules):
             new["lastBootTime"] = now_iso()
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
-        changed = [k for k, v in new.items() if status.get(k) != v]
+        changed = [k for k, v in new.items() if _pruned(status.get(k)) != _pruned(v)]
         counts_only = set(changed) <= {"runningTasksCount", "runningTaskSlotsCount"}
         if changed and counts_only and time.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
             self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
@@ -1152,7 +1163,7 @@ class Engine(SpecialTasks, JobSchedules):
         if step.state != status.get("state"):
             new["previousState"] = status.get("state")
             new["stateTransitionTime"] = now_iso()
-        if any(status.get(k) != v for k, v in new.items() if k not in ("previousState", "stateTransitionTime")) \
+        if any(_pruned(status.get(k)) != _pruned(v) for k, v in new.items() if k not in ("previousState", "stateTransitionTime")) \
                 or not _same_conditions(status.get("conditions"), conds):
             new["conditions"] = conds
             await self._patch_status("jobs", job, new)

@@ -39,7 +39,7 @@ class JobSchedules:
             _event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")
 
     async def reconcile_schedule(self, js: dict) -> None:
-        from podbatch.controllers.engine import _event, condition, now_iso, parse_time
+        from podbatch.controllers.engine import _event, _pruned, condition, now_iso, parse_time
         meta, spec = js["metadata"], js["spec"]
         ns, name = meta["namespace"], meta["name"]
         status = js.get("status") or {}
@@ -95,5 +95,5 @@ class JobSchedules:
         new.update({"state": state, "executionInfo": info})
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
-        if any(status.get(k2) != v for k2, v in new.items()):
+        if any(_pruned(status.get(k2)) != _pruned(v) for k2, v in new.items()):
             await self._patch_status("jobschedules", js, new)

@@ -128,6 +128,13 @@ class Store:
     def put_task(self, body: dict, deleted: bool = False) -> None:
         k = body_key(body)
         job = key(body["metadata"]["namespace"], body["spec"].get("jobName", ""))
+        old = self.tasks.get(k)
+        # A change of status within the same state (a pending reason, a subtask's address,
+        # the echo of our own write) changes neither the job's counts nor the queue: the job
+        # (and so a replan of its pool over every queued task) is not woken for it.
+        quiet = (not deleted and old is not None and old.get("spec") == body.get("spec")
+                 and (old.get("status") or {}).get("state") == (body.get("status") or {}).get("state")
+                 and old["metadata"].get("deletionTimestamp") == body["metadata"].get("deletionTimestamp"))
         if deleted:
             self.tasks.pop(k, None)
             self.tasks_by_job[job].discard(k)
@@ -136,7 +143,8 @@ class Store:
             self.tasks_by_job[job].add(k)
             self._index_task(k, job, body)
         self.dirty_tasks.add(k)
-        self.dirty_jobs.add(job)
+        if not quiet:
+            self.dirty_jobs.add(job)
         self._touch()
 
     # --- Kubernetes kinds -------------------------------------------------------
