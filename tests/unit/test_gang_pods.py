@@ -16,6 +16,15 @@ BUSYBOX = shutil.which("busybox")
 needs_busybox = pytest.mark.skipif(not BUSYBOX, reason="no busybox on this machine to run the task wrapper")
 
 
+def _busybox_bin(tmp_path, *applets: str) -> str:
+    """A PATH holding only these busybox applets (what the task image has)."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    for a in applets:
+        os.symlink(BUSYBOX, d / a)
+    return str(d)
+
+
 def _pod(**kw) -> dict:
     task = {"metadata": {"name": "t1", "uid": "u"}, "spec": {"jobName": "j", "commandLine": "/bin/true"}}
     job = {"metadata": {"name": "j"}, "spec": {}}
@@ -50,13 +59,10 @@ def test_pod_view_reads_pod_ip_and_published_host_list():
 
 @needs_busybox
 def test_wrapper_waits_for_the_host_list_then_exports_it(tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for a in ("sh", "sleep", "cat", "tr", "echo", "mkdir", "mkfifo", "tee", "rm"):
-        os.symlink(BUSYBOX, bindir / a)
+    bindir = _busybox_bin(tmp_path, "sh", "sleep", "cat", "tr", "echo", "mkdir", "mkfifo", "tee", "rm")
     hosts = tmp_path / "hosts"
     task_dir = tmp_path / "task"
-    env = {"PATH": str(bindir), "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
+    env = {"PATH": bindir, "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
            "PODBATCH_HOSTS_FILE": str(hosts), "PODBATCH_COORDINATION": "echo coord $AZ_BATCH_HOST_LIST"}
     later = threading.Timer(0.8, lambda: hosts.write_text("10.244.0.20,10.244.0.21"))
     later.start()
@@ -74,12 +80,9 @@ def test_wrapper_waits_for_the_host_list_then_exports_it(tmp_path):
 
 @needs_busybox
 def test_a_daemon_of_the_coordination_command_does_not_keep_the_task_running(tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for a in ("sh", "sleep", "kill", "mkdir", "mkfifo", "tee", "rm"):
-        os.symlink(BUSYBOX, bindir / a)
+    bindir = _busybox_bin(tmp_path, "sh", "sleep", "kill", "mkdir", "mkfifo", "tee", "rm")
     task_dir = tmp_path / "task"
-    env = {"PATH": str(bindir), "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
+    env = {"PATH": bindir, "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
            "PODBATCH_COORDINATION": "sleep 60 &"}   # holds the wrapper's output pipes, as a server would
     t0 = time.monotonic()
     r = subprocess.run([BUSYBOX, "sh", "-c", pods.TASK_WRAPPER, "podbatch-task", "sh", "-c", "echo done; exit 3"],
@@ -91,12 +94,9 @@ def test_a_daemon_of_the_coordination_command_does_not_keep_the_task_running(tmp
 
 @needs_busybox
 def test_a_failed_coordination_command_ends_the_instance_with_its_code(tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for a in ("sh", "sleep", "kill", "mkdir", "mkfifo", "tee", "rm", "echo"):
-        os.symlink(BUSYBOX, bindir / a)
+    bindir = _busybox_bin(tmp_path, "sh", "sleep", "kill", "mkdir", "mkfifo", "tee", "rm", "echo")
     task_dir = tmp_path / "task"
-    env = {"PATH": str(bindir), "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
+    env = {"PATH": bindir, "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
            "PODBATCH_COORDINATION": "sh -c 'exit 7'", "PODBATCH_THEN_WAIT": "1"}
     r = subprocess.run([BUSYBOX, "sh", "-c", pods.TASK_WRAPPER, "podbatch-task", "echo", "never"],
                        env=env, capture_output=True, text=True, timeout=30)

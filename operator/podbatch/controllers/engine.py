@@ -28,6 +28,7 @@ from podbatch.controllers.special import SpecialTasks
 from podbatch.controllers.store import Store, key
 from podbatch.core import autoscale
 from podbatch.core import deps as depcore
+from podbatch.core import files as rfiles
 from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods, scheduler
 from podbatch.core.durations import seconds
@@ -68,14 +69,19 @@ def condition(ctype: str, ok: bool, reason: str, message: str, generation: int |
 
 
 def _pruned(v):
-    """A status value as the API server keeps it after a merge patch: keys set to None are
-    gone. Comparing without this made every pass rewrite a job whose executionInfo had a
-    None (schedulingError), and each write woke the job and replanned its pool again."""
+    """A status value as the API server keeps it after a merge patch: keys set to None are gone."""
     if isinstance(v, dict):
         return {k: _pruned(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
         return [_pruned(x) for x in v]
     return v
+
+
+def changed_keys(status: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys of a status patch `new` that would change the stored `status`. Compared as
+    the server keeps them (None keys pruned): a plain comparison made every pass rewrite a
+    job whose executionInfo held a None, and each write woke the job and replanned its pool."""
+    return [k for k, v in new.items() if k not in ignore and _pruned(status.get(k)) != _pruned(v)]
 
 
 def _same_conditions(old: list | None, new: list) -> bool:
@@ -295,7 +301,7 @@ class Engine(SpecialTasks, JobSchedules):
             new["allocationStateTransitionTime"] = now_iso()
             if alloc == "steady" and status.get("allocationState") == "resizing":
                 _event(pool, "Normal", "ResizeComplete", f"pool has {len(members)} nodes")
-        changed = any(_pruned(status.get(k)) != _pruned(v) for k, v in new.items()) or not _same_conditions(status.get("conditions"), conds)
+        changed = bool(changed_keys(status, new)) or not _same_conditions(status.get("conditions"), conds)
         if changed:
             new["conditions"] = conds
             await self._patch_status("pools", pool, new)
@@ -552,7 +558,7 @@ class Engine(SpecialTasks, JobSchedules):
             new["lastBootTime"] = now_iso()
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
-        changed = [k for k, v in new.items() if _pruned(status.get(k)) != _pruned(v)]
+        changed = changed_keys(status, new)
         counts_only = set(changed) <= {"runningTasksCount", "runningTaskSlotsCount"}
         if changed and counts_only and time.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
             self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
@@ -744,7 +750,6 @@ class Engine(SpecialTasks, JobSchedules):
         resource_files = await self._expanded_resource_files(t["spec"].get("resourceFiles"))
         common: list[dict] = []
         if gang:   # every instance, the primary too, gets the common ones (in the task directory)
-            from podbatch.core import files as rfiles
             common = rfiles.into_task_dir(await self._expanded_resource_files(multi.get("commonResourceFiles")))
         for idx, cn, pod_name in placements:
             if cn is None:
@@ -771,7 +776,6 @@ class Engine(SpecialTasks, JobSchedules):
     async def _expanded_resource_files(self, resource_files: list[dict] | None) -> list[dict] | None:
         """Resource files with every storageContainerUrl listed (IO here; pods stay pure).
         A listing failure becomes the task's preprocessing error through its init container."""
-        from podbatch.core import files as rfiles
         listings: dict = {}
         for url, prefix in rfiles.container_listing_wanted(resource_files):
             try:
@@ -792,9 +796,7 @@ class Engine(SpecialTasks, JobSchedules):
         """The record of the task's pod `name`, unless that pod belongs to an earlier Task of
         the same name (deleted and applied again while its pods still terminate)."""
         rec = self.store.pods.get(key(t["metadata"]["namespace"], name or ""))
-        if rec and rec.labels.get(naming.LABEL_TASK_UID, t["metadata"].get("uid")) != t["metadata"].get("uid"):
-            return None
-        return rec
+        return rec if rec and rec.owned_by(t["metadata"].get("uid")) else None
 
     async def _publish_host_list(self, t: dict, st: dict) -> list[str] | None:
         """Once every instance of a gang has a pod IP, write the host list (primary first) on
@@ -1061,14 +1063,14 @@ class Engine(SpecialTasks, JobSchedules):
         ns = job["metadata"]["namespace"]
         if key(ns, name) in self.store.pools:
             return
-        owner, kind = job, "job"
+        owner, kind = job, "Job"
         schedule = (job["metadata"].get("labels") or {}).get(naming.LABEL_SCHEDULE)
-        if spec.get("poolLifetimeOption") == "jobschedule" and schedule:
-            owner, kind = self.store.jobschedules.get(key(ns, schedule)) or job, "jobschedule"
+        if spec.get("poolLifetimeOption") == "jobschedule" and schedule and key(ns, schedule) in self.store.jobschedules:
+            owner, kind = self.store.jobschedules[key(ns, schedule)], "JobSchedule"
         body = {"apiVersion": API_VERSION, "kind": "Pool",
                 "metadata": {"name": name, "namespace": ns,
-                             "labels": {naming.LABEL_AUTO_POOL_OF: naming.label_value(f"{kind}.{owner['metadata']['name']}")},
-                             "ownerReferences": [pods.owner_reference({"kind": owner.get("kind") or ("JobSchedule" if kind == "jobschedule" else "Job"), **owner})]},
+                             "labels": {naming.LABEL_AUTO_POOL_OF: naming.label_value(f"{kind.lower()}.{owner['metadata']['name']}")},
+                             "ownerReferences": [pods.owner_reference({**owner, "kind": kind})]},
                 "spec": spec.get("pool") or {}}
         await self.kube.create_object("pools", ns, body)   # 409 (made by an earlier pass) is fine
         if name not in self._auto_pools_announced:
@@ -1080,8 +1082,7 @@ class Engine(SpecialTasks, JobSchedules):
         name, spec = auto
         ns = job["metadata"]["namespace"]
         pool = self.store.pools.get(key(ns, name))
-        if spec.get("keepAlive") or spec.get("poolLifetimeOption") == "jobschedule" or not pool \
-                or pool["metadata"].get("deletionTimestamp"):
+        if not jobcore.auto_pool_goes_with(spec, "job") or not pool or pool["metadata"].get("deletionTimestamp"):
             return
         await self.kube.delete_object("pools", ns, name)
         _event(job, "Normal", "AutoPoolDeleted", f"the job completed: deleting its pool {name} (keepAlive is false)")
@@ -1112,10 +1113,9 @@ class Engine(SpecialTasks, JobSchedules):
         info["poolId"] = pool_id
         sched_err = None
         auto = jobcore.auto_pool(job)
-        if auto and not invalid and status.get("state") != "completed":
-            await self.ensure_auto_pool(job, auto)
-        if auto:
-            pass   # the pool is podbatch's to create: its absence is not the user's error
+        if auto:   # the pool is podbatch's to make: its absence is not the user's error
+            if not invalid and status.get("state") != "completed":
+                await self.ensure_auto_pool(job, auto)
         elif pool_id and key(ns, pool_id) not in s.pools:
             sched_err = {"category": "usererror", "code": "PoolNotFound",
                          "message": f"pool {pool_id!r} does not exist in namespace {ns}; create it or fix spec.poolInfo.poolId"}
@@ -1163,7 +1163,7 @@ class Engine(SpecialTasks, JobSchedules):
         if step.state != status.get("state"):
             new["previousState"] = status.get("state")
             new["stateTransitionTime"] = now_iso()
-        if any(_pruned(status.get(k)) != _pruned(v) for k, v in new.items() if k not in ("previousState", "stateTransitionTime")) \
+        if changed_keys(status, new, ignore=("previousState", "stateTransitionTime")) \
                 or not _same_conditions(status.get("conditions"), conds):
             new["conditions"] = conds
             await self._patch_status("jobs", job, new)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from podbatch import API_VERSION
 from podbatch.controllers.store import key
 from podbatch.core import naming, pods
+from podbatch.core.jobs import auto_pool_goes_with
 from podbatch.core.schedule import due
 
 LABEL_SCHEDULE = naming.LABEL_SCHEDULE
@@ -30,7 +31,7 @@ class JobSchedules:
         from podbatch.controllers.engine import _event
         info = ((js["spec"].get("jobSpecification") or {}).get("poolInfo") or {})
         auto = info.get("autoPoolSpecification")
-        if info.get("poolId") or not auto or auto.get("poolLifetimeOption") != "jobschedule" or auto.get("keepAlive"):
+        if info.get("poolId") or not auto_pool_goes_with(auto, "jobschedule"):
             return
         ns = js["metadata"]["namespace"]
         name = naming.auto_pool_name(auto.get("autoPoolIdPrefix"), js["metadata"]["name"])
@@ -39,7 +40,7 @@ class JobSchedules:
             _event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")
 
     async def reconcile_schedule(self, js: dict) -> None:
-        from podbatch.controllers.engine import _event, _pruned, condition, now_iso, parse_time
+        from podbatch.controllers.engine import _event, changed_keys, condition, now_iso, parse_time
         meta, spec = js["metadata"], js["spec"]
         ns, name = meta["namespace"], meta["name"]
         status = js.get("status") or {}
@@ -95,5 +96,5 @@ class JobSchedules:
         new.update({"state": state, "executionInfo": info})
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
-        if any(_pruned(status.get(k2)) != _pruned(v) for k2, v in new.items()):
+        if changed_keys(status, new):
             await self._patch_status("jobschedules", js, new)

@@ -24,8 +24,7 @@ class SpecialTasks:
         the new pod waits for that, and the deletion event brings its owner back here."""
         meta = pod["metadata"]
         rec = self.store.pods.get(key(meta["namespace"], meta["name"]))
-        uid = meta["labels"].get(naming.LABEL_TASK_UID, "")
-        if rec is None or rec.labels.get(naming.LABEL_TASK_UID, uid) == uid:
+        if rec is None or rec.owned_by(meta["labels"].get(naming.LABEL_TASK_UID)):
             return False
         if not rec.view.deleting:
             await self.kube.delete_pod(meta["namespace"], meta["name"], grace=0)
@@ -39,7 +38,7 @@ class SpecialTasks:
         uid = ((self.store.jobs.get(job_key) or {}).get("metadata") or {}).get("uid")
         for pk in self.store.job_pods.get(job_key, ()):
             rec = self.store.pods.get(pk)
-            if rec and rec.labels.get(naming.LABEL_ROLE) == role and (not uid or rec.labels.get(naming.LABEL_TASK_UID, uid) == uid):
+            if rec and rec.labels.get(naming.LABEL_ROLE) == role and rec.owned_by(uid):
                 out.setdefault(rec.labels.get(naming.LABEL_NODE, ""), []).append((pk.split("/", 1)[1], rec))
         return out
 

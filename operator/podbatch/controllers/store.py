@@ -35,6 +35,11 @@ class PodRecord:
     boot: str
     view: PodView
 
+    def owned_by(self, uid: str | None) -> bool:
+        """Whether the pod belongs to the object (Task or Job) with this uid, not to an
+        earlier one of the same name. A pod without the label (or no uid to compare) does."""
+        return not uid or self.labels.get(naming.LABEL_TASK_UID, uid) == uid
+
 
 class Store:
     def __init__(self) -> None:

@@ -22,6 +22,12 @@ def auto_pool(job: dict) -> tuple[str, dict] | None:
     return naming.auto_pool_name(auto.get("autoPoolIdPrefix"), owner), auto
 
 
+def auto_pool_goes_with(auto: dict | None, lifetime: str) -> bool:
+    """Whether an auto pool is deleted when its owner of this kind (`job` or `jobschedule`)
+    completes: its poolLifetimeOption is that kind and keepAlive is off."""
+    return bool(auto) and auto.get("poolLifetimeOption", "job") == lifetime and not auto.get("keepAlive")
+
+
 def pool_id_of(job: dict) -> str:
     """The name of the Pool a job runs on: poolInfo.poolId, or its auto pool's."""
     pid = ((job.get("spec") or {}).get("poolInfo") or {}).get("poolId")
