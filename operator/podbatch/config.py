@@ -2,7 +2,7 @@
 validated at start-up and mirrored by the Helm chart's values."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,38 @@ class Settings(BaseSettings):
     pending_reason_limit: int = Field(1000, ge=0, description=(
         "a waiting task's pendingReason is written only within the first N places of its pool's queue "
         "(0 = no limit): a deep queue then costs no write per task; reasons a user must fix are always written"))
+    node_lost_grace_seconds: float = Field(300.0, ge=0, le=86400, description=(
+        "how long a NotReady node's tasks wait before they are requeued (Kubernetes' eviction default): "
+        "a shorter grace requeues sooner after a real loss but risks giving up on tasks whose node only "
+        "lost touch for a while; the new attempt still starts only once the old pod cannot be running"))
+    resync_seconds: float = Field(600.0, ge=10, description=(
+        "every watched kind is listed again this often, so nothing deleted during a watch gap is kept"))
+    stuck_seconds: float = Field(120.0, ge=5, description=(
+        "the liveness probe fails when the engine has not finished a pass for this long"))
+    cleanup_timeout_seconds: float = Field(300.0, ge=10, description=(
+        "a node's directory cleanup pod that has not ended after this long is given up (condition "
+        "CleanupStuck on the ComputeNode) and the node is released anyway"))
+    leader_election: bool = Field(True, description=(
+        "hold a coordination.k8s.io Lease so that one operator acts at a time; off only when a single "
+        "operator is certain"))
+    lease_name: str = Field("podbatch-operator", min_length=1, description="name of the leader-election Lease")
+    lease_namespace: str = Field("", description=(
+        "namespace of the Lease; empty = the operator's own namespace in a cluster, else default"))
+    lease_duration_seconds: int = Field(15, ge=1, le=3600, description=(
+        "a standby takes over when the Lease has not been renewed for this long"))
+    renew_deadline_seconds: float = Field(10.0, gt=0, description=(
+        "a leader that could not renew for this long stops leading; less than the lease duration"))
+    retry_period_seconds: float = Field(2.0, gt=0, description=(
+        "how often the leader renews and a standby tries to take over; less than the renew deadline"))
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> "Settings":
+        # The leader must stop before a standby may start, and get several tries at renewing.
+        if not self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError("renew_deadline_seconds must be less than lease_duration_seconds")
+        if not self.retry_period_seconds < self.renew_deadline_seconds:
+            raise ValueError("retry_period_seconds must be less than renew_deadline_seconds")
+        return self
 
     @property
     def namespace_list(self) -> list[str]:

@@ -15,3 +15,4 @@ RECONCILE_PASS_SECONDS = Histogram("podbatch_reconcile_pass_seconds", "Duration 
                                    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10))
 BINDINGS = Counter("podbatch_bindings_total", "Task attempts bound to nodes")
 API_ERRORS = Counter("podbatch_api_errors_total", "Failed API calls", ["verb", "kind"])
+API_WRITES = Counter("podbatch_api_writes_total", "API writes made by the engine (creates, patches, deletes)")

@@ -1,5 +1,8 @@
 """kopf handlers: thin. Watch events only feed the store; the engine does the work.
 
+A listing event (kopf's type None) after the store's first sync means kopf listed the
+kind again after a watch gap: the engine then lists it itself and forgets what is gone.
+
 Event handlers (not create/update handlers) keep kopf from writing progress
 annotations on every Task and Pod: one watch event costs no API write here.
 """
@@ -12,6 +15,7 @@ import kopf
 
 from podbatch import GROUP, VERSION
 from podbatch.config import Settings
+from podbatch.controllers import clock
 from podbatch.controllers.engine import Engine
 from podbatch.controllers.kube import Kube
 from podbatch.controllers.store import Store
@@ -20,26 +24,33 @@ from podbatch.core import naming
 log = logging.getLogger("podbatch")
 STORE = Store()
 SETTINGS = Settings()
+STORE.namespaces = SETTINGS.namespace_list
+FINALIZER = "podbatch.io/pool-cleanup"
+LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"   # kopf's default, used before 0.x
+_engine: Engine | None = None
 _engine_task: asyncio.Task | None = None
 _kube: Kube | None = None
 
 
-def _record(put):
+def _record(plural: str, put):
     # async: kopf runs it on its event loop, the engine's loop; a plain `def` would run in
     # kopf's thread pool and race with the engine over the store.
     async def handler(event, **_):
         obj = event.get("object")
-        if obj:
-            put(obj, deleted=event.get("type") == "DELETED")
+        if not obj:
+            return
+        if event.get("type") is None and STORE.synced:
+            STORE.relisted.add(plural)   # kopf listed again: a watch gap may hide deletions
+        put(obj, deleted=event.get("type") == "DELETED")
     return handler
 
 
 for plural, put in (("pools", STORE.put_pool), ("computenodes", STORE.put_cnode),
                     ("jobs", STORE.put_job), ("tasks", STORE.put_task), ("jobschedules", STORE.put_jobschedule)):
-    kopf.on.event(GROUP, VERSION, plural)(_record(put))
+    kopf.on.event(GROUP, VERSION, plural)(_record(plural, put))
 
-kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record(STORE.put_pod))
-kopf.on.event("", "v1", "nodes")(_record(STORE.put_knode))
+kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record("pods", STORE.put_pod))
+kopf.on.event("", "v1", "nodes")(_record("nodes", STORE.put_knode))
 
 
 def _serve_terminating_namespaces() -> None:
@@ -83,7 +94,8 @@ class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_) -> None:
-    global _engine_task, _kube
+    global _engine, _engine_task, _kube
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = _PoolsOnlyDiffBase(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.INFO
@@ -92,20 +104,25 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.batching.worker_limit = 2000
     settings.execution.max_workers = 4
     kube = _kube = await Kube.connect(SETTINGS.api_concurrency)
-    engine = Engine(STORE, kube, SETTINGS)
+    engine = _engine = Engine(STORE, kube, SETTINGS)
     _engine_task = asyncio.create_task(engine.run(), name="podbatch-engine")
-    asyncio.create_task(_mark_synced(), name="podbatch-synced")
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(SETTINGS.metrics_port)
 
 
-async def _mark_synced() -> None:
-    # kopf lists every watched kind before streaming; a short settle lets the first
-    # pass see the whole picture after a restart rather than a half-listed one.
-    await asyncio.sleep(2.0)
-    STORE.synced = True
-    STORE.changed.set()
+@kopf.on.probe(id="engine")
+def engine_alive(**_) -> str:
+    """The liveness probe fails (kopf answers 500) when the engine task died or has not
+    finished a pass within PODBATCH_STUCK_SECONDS: the kubelet then restarts the pod."""
+    if _engine_task is None or _engine is None:
+        return "starting"
+    if _engine_task.done():
+        raise RuntimeError("the reconcile engine stopped")
+    idle = clock.monotonic() - _engine.heartbeat
+    if STORE.synced and idle > SETTINGS.stuck_seconds:
+        raise RuntimeError(f"the reconcile engine has made no pass for {idle:.0f}s")
+    return f"last pass {idle:.1f}s ago"
 
 
 @kopf.on.cleanup()
@@ -126,3 +143,7 @@ async def drain_pool(body, **_) -> None:
     members = await _kube.node_names(selector) if _kube else STORE.pool_members(ns, name)
     if members:
         raise kopf.TemporaryError(f"releasing {len(members)} nodes: {', '.join(sorted(members)[:5])}", delay=2)
+    if LEGACY_FINALIZER in (body["metadata"].get("finalizers") or []) and _kube:
+        # a Pool made before the finalizer was named podbatch.io/pool-cleanup: let it go too
+        kept = [f for f in body["metadata"]["finalizers"] if f != LEGACY_FINALIZER]
+        await _kube.patch_object("pools", ns, name, {"metadata": {"finalizers": kept}})

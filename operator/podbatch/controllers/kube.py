@@ -3,6 +3,10 @@
 Every write is safe to repeat: 409 on create and 404 on delete count as success.
 Writes are bounded by a semaphore so a burst of bindings cannot flood the server,
 and every call is awaited on kopf's event loop (kubernetes_asyncio, never blocking).
+Every call has a deadline (REQUEST_TIMEOUT): a hung API server costs a retry later,
+never a stuck engine. A write may carry the resourceVersion it was decided on
+(`resource_version=`): the server then refuses it with 409 when the object changed
+since, so a stale or second writer cannot overwrite a newer decision.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from podbatch.metrics import API_ERRORS
 
 log = logging.getLogger("podbatch.kube")
 MERGE = "application/merge-patch+json"
+REQUEST_TIMEOUT = 30.0
+# what list_kind lists: the podbatch kinds, podbatch's pods, and Nodes
+CORE_KINDS = ("pods", "nodes")
 
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -57,7 +64,7 @@ class Kube:
     async def _call(self, verb: str, kind: str, coro, *, ok: tuple[int, ...] = ()) -> Any:
         async with self.sem:
             try:
-                res = await coro
+                res = await asyncio.wait_for(coro, REQUEST_TIMEOUT)
                 if not hasattr(res, "release"):
                     return res
                 status, data = res.status, await _read(res)
@@ -70,15 +77,48 @@ class Kube:
                 API_ERRORS.labels(verb, kind).inc()
                 log.warning("%s %s failed: %s %s", verb, kind, e.status, (e.body or e.reason or "")[:300])
                 raise
+            except asyncio.TimeoutError:
+                API_ERRORS.labels(verb, kind).inc()
+                log.warning("%s %s timed out after %.0fs", verb, kind, REQUEST_TIMEOUT)
+                raise ApiException(status=504, reason=f"{verb} {kind}: no answer within {REQUEST_TIMEOUT:.0f}s") from None
+
+    # --- lists (the store's sync and relists) --------------------------------------
+    async def list_kind(self, plural: str) -> tuple[list[dict], str]:
+        """Every object of a kind (pods: podbatch's only), cluster-wide, read in pages, with
+        the list's resourceVersion: what the store holds older than it and not listed is gone."""
+        items: list[dict] = []
+        cont, rv = None, ""
+        while True:
+            kw = {"limit": 500, "_preload_content": False, **({"_continue": cont} if cont else {})}
+            if plural == "pods":
+                call = self.core.list_pod_for_all_namespaces(label_selector="podbatch.io/role", **kw)
+            elif plural == "nodes":
+                call = self.core.list_node(**kw)
+            else:
+                call = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kw)
+            res = await self._call("list", plural, call) or {}
+            kind = {"pods": "Pod", "nodes": "Node"}.get(plural)
+            for it in res.get("items") or []:
+                if kind:   # list items of core kinds carry no kind; the store's bodies do
+                    it.setdefault("kind", kind)
+                    it.setdefault("apiVersion", "v1")
+                items.append(it)
+            meta = res.get("metadata") or {}
+            rv = rv or meta.get("resourceVersion", "")
+            cont = meta.get("continue")
+            if not cont:
+                return items, rv
 
     # --- pods -------------------------------------------------------------------
     async def create_pod(self, pod: dict) -> dict | None:
         ns = pod["metadata"]["namespace"]
         return await self._call("create", "pod", self.core.create_namespaced_pod(ns, pod, _preload_content=False), ok=(409,))
 
-    async def delete_pod(self, ns: str, name: str, *, grace: int | None = None) -> None:
+    async def delete_pod(self, ns: str, name: str, *, grace: int | None = None) -> dict | None:
+        """Returns the pod as the server now has it (terminating) or a Status; None when it was gone."""
         body = client.V1DeleteOptions(grace_period_seconds=grace, propagation_policy="Background")
-        await self._call("delete", "pod", self.core.delete_namespaced_pod(name, ns, body=body, _preload_content=False), ok=(404, 409))
+        res = await self._call("delete", "pod", self.core.delete_namespaced_pod(name, ns, body=body, _preload_content=False), ok=(404,))
+        return res if res is not None else None
 
     async def patch_pod(self, ns: str, name: str, patch: dict) -> dict | None:
         return await self._call("patch", "pod", self.core.patch_namespaced_pod(
@@ -100,16 +140,25 @@ class Kube:
         await self._call("patch", "node", self.core.patch_node(name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
 
     # --- podbatch objects -------------------------------------------------------
-    async def patch_status(self, plural: str, ns: str, name: str, status: dict) -> dict | None:
+    async def patch_status(self, plural: str, ns: str, name: str, status: dict, *,
+                           resource_version: str | None = None) -> dict | None:
+        body = {"status": status, **_precondition(resource_version)}
         return await self._call("patch", plural, self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, plural, name, {"status": status}, _content_type=MERGE, _preload_content=False), ok=(404,))
+            GROUP, VERSION, ns, plural, name, body, _content_type=MERGE, _preload_content=False), ok=(404,))
 
-    async def patch_object(self, plural: str, ns: str, name: str, patch: dict) -> dict | None:
+    async def patch_object(self, plural: str, ns: str, name: str, patch: dict, *,
+                           resource_version: str | None = None) -> dict | None:
+        if resource_version:
+            patch = {**patch, "metadata": {**(patch.get("metadata") or {}), "resourceVersion": resource_version}}
         return await self._call("patch", plural, self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, plural, name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
 
-    async def create_object(self, plural: str, ns: str, body: dict) -> None:
-        await self._call("create", plural, self.custom.create_namespaced_custom_object(
+    async def get_object(self, plural: str, ns: str, name: str) -> dict | None:
+        return await self._call("get", plural, self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, ns, plural, name, _preload_content=False), ok=(404,))
+
+    async def create_object(self, plural: str, ns: str, body: dict) -> dict | None:
+        return await self._call("create", plural, self.custom.create_namespaced_custom_object(
             GROUP, VERSION, ns, plural, body, _preload_content=False), ok=(409,))
 
     async def delete_object(self, plural: str, ns: str, name: str) -> None:
@@ -152,6 +201,11 @@ class Kube:
                 return await self.core.read_namespaced_pod_log(name, ns, container=container, tail_lines=lines)
         except ApiException:
             return ""
+
+
+def _precondition(resource_version: str | None) -> dict:
+    """A merge patch carrying metadata.resourceVersion is applied only to that version (409 otherwise)."""
+    return {"metadata": {"resourceVersion": resource_version}} if resource_version else {}
 
 
 async def _read(resp) -> bytes:

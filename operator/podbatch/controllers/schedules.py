@@ -1,12 +1,13 @@
 """JobSchedules: create a Job from `jobSpecification` at each occurrence (core/schedule.py),
 one active job at a time, named by its occurrence so a repeated create is harmless.
-A mixin of the engine (its store, client and helpers)."""
+A mixin of the engine (its store, executor and helpers)."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 from podbatch import API_VERSION
+from podbatch.controllers import clock
+from podbatch.controllers.status import changed_keys, condition, now_iso, parse_time
 from podbatch.controllers.store import key
 from podbatch.core import naming, pods
 from podbatch.core.jobs import auto_pool_goes_with
@@ -23,12 +24,11 @@ def _iso(ts: float | None) -> str | None:
 class JobSchedules:
     async def reconcile_schedules(self) -> None:
         for k, js in list(self.store.jobschedules.items()):
-            await self._safely(f"job schedule {k}", self.reconcile_schedule(js))
+            await self._safely(f"schedule:{k}", self.reconcile_schedule(js))
 
     async def _end_schedule_pool(self, js: dict) -> None:
         """An auto pool with poolLifetimeOption jobschedule goes when its schedule completes
         (unless keepAlive); deleting the schedule deletes it through its owner reference."""
-        from podbatch.controllers.engine import _event
         info = ((js["spec"].get("jobSpecification") or {}).get("poolInfo") or {})
         auto = info.get("autoPoolSpecification")
         if info.get("poolId") or not auto_pool_goes_with(auto, "jobschedule"):
@@ -36,11 +36,10 @@ class JobSchedules:
         ns = js["metadata"]["namespace"]
         name = naming.auto_pool_name(auto.get("autoPoolIdPrefix"), js["metadata"]["name"])
         if key(ns, name) in self.store.pools:
-            await self.kube.delete_object("pools", ns, name)
-            _event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")
+            await self.ex.delete_object("pools", ns, name)
+            self.ex.event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")
 
     async def reconcile_schedule(self, js: dict) -> None:
-        from podbatch.controllers.engine import _event, changed_keys, condition, now_iso, parse_time
         meta, spec = js["metadata"], js["spec"]
         ns, name = meta["namespace"], meta["name"]
         status = js.get("status") or {}
@@ -62,14 +61,14 @@ class JobSchedules:
         elif desired == "terminated":
             for j in active:
                 if j["spec"].get("desiredState") != "terminated":
-                    await self.kube.patch_object("jobs", ns, j["metadata"]["name"], {"spec": {"desiredState": "terminated"}})
+                    await self.ex.patch_object("jobs", ns, j["metadata"]["name"], {"spec": {"desiredState": "terminated"}})
             state = "terminating" if active else "completed"
         elif desired == "disabled":
             state, info["nextRunTime"] = "disabled", None
         else:
             try:
-                d = due(spec["schedule"], created=parse_time(meta.get("creationTimestamp")) or time.time(),
-                        last_run=last_run, now=time.time())
+                d = due(spec["schedule"], created=parse_time(meta.get("creationTimestamp")) or clock.time(),
+                        last_run=last_run, now=clock.time())
             except ValueError as e:
                 d = None
                 new["conditions"] = [condition("Valid", False, "InvalidSchedule", f"{e}. Fix spec.schedule.", meta.get("generation"))]
@@ -77,14 +76,14 @@ class JobSchedules:
             if d is not None:
                 if d.at is not None and not active:
                     job_name = f"{name}-{datetime.fromtimestamp(d.at, timezone.utc).strftime('%Y%m%d%H%M%S')}"
-                    await self.kube.create_object("jobs", ns, {
+                    await self.ex.create_object("jobs", ns, {
                         "apiVersion": API_VERSION, "kind": "Job",
                         "metadata": {"name": job_name, "namespace": ns, "labels": {LABEL_SCHEDULE: name},
                                      "annotations": {ANNOTATION_OCCURRENCE: str(d.at)},
                                      "ownerReferences": [pods.owner_reference(js)]},
                         "spec": spec["jobSpecification"]})
                     info["recentJob"] = {"id": job_name, "name": job_name}
-                    _event(js, "Normal", "JobCreated", f"created job {job_name} for the occurrence at {_iso(d.at)}")
+                    self.ex.event(js, "Normal", "JobCreated", f"created job {job_name} for the occurrence at {_iso(d.at)}")
                 # an occurrence waiting for the active job is still the next run
                 info["nextRunTime"] = _iso(d.at if (d.at is not None and active) else d.next_at)
                 if d.at is None and d.next_at is None and not active and last_run is not None:

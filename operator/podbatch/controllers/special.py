@@ -2,7 +2,7 @@
 the job manager (a Task podbatch creates, placed first, may preempt lower-priority
 jobs), the job preparation task (a pod per node before the job's first task there) and
 the job release task (a pod on every node that ran the preparation, when the job ends).
-A mixin of the engine: it shares its store, its API client and its helpers."""
+A mixin of the engine: it shares its store, its executor and its helpers."""
 from __future__ import annotations
 
 import logging
@@ -27,7 +27,7 @@ class SpecialTasks:
         if rec is None or rec.owned_by(meta["labels"].get(naming.LABEL_TASK_UID)):
             return False
         if not rec.view.deleting:
-            await self.kube.delete_pod(meta["namespace"], meta["name"], grace=0)
+            await self.ex.delete_pod(meta["namespace"], meta["name"], grace=0)
         return True
 
     # --------------------------------------------------------------- preparation
@@ -91,7 +91,7 @@ class SpecialTasks:
         pod["metadata"]["annotations"].update(annotations or {})
         if await self.clear_stale_pod(pod):
             return
-        res = await self.kube.create_pod(pod)
+        res = await self.ex.create_pod(pod)
         if res:
             self.store.put_pod(res)
 
@@ -162,10 +162,10 @@ class SpecialTasks:
         if key(ns, tname) in self.store.tasks:
             return
         if "job" in ((jm.get("authenticationTokenSettings") or {}).get("access") or []):
-            await self.kube.ensure_task_writer_account(ns, f"{name}-jobmanager", pods.owner_reference(job), JM_ROLE_RULES)
+            await self.ex.ensure_task_writer_account(ns, f"{name}-jobmanager", pods.owner_reference(job), JM_ROLE_RULES)
         spec = {k: v for k, v in jm.items() if k in ("id", "displayName", "commandLine", "containerSettings", "resourceFiles",
                                                        "outputFiles", "environmentSettings", "constraints", "requiredSlots", "userIdentity")}
-        await self.kube.create_object("tasks", ns, {
+        await self.ex.create_object("tasks", ns, {
             "apiVersion": API_VERSION, "kind": "Task",
             "metadata": {"name": tname, "namespace": ns, "labels": {naming.LABEL_JOB_MANAGER: "true"},
                          "ownerReferences": [pods.owner_reference(job)]},

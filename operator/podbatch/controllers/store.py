@@ -2,11 +2,18 @@
 the only truth. Handlers put objects here and mark what changed; the engine reads it.
 
 Pods are kept compact (labels + the fields the state machines read), not whole.
+
+Ordering: every kind is resourceVersion-checked, so an event (or a late write response)
+older than what the store holds never replaces it, and a deleted object leaves a
+tombstone so an older copy arriving late (a list, a slow echo) does not bring it back.
+Relists: `replace` takes a full list of a kind and forgets what the list no longer has
+(a deletion missed in a watch gap), so slots and counts never stay taken by ghosts.
 """
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
+import fnmatch
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
 
 from podbatch.core import naming
@@ -28,12 +35,16 @@ def _rv(body: dict) -> int:
         return 0
 
 
+TOMBSTONES = 50_000   # deleted keys remembered (per kind) against late older copies
+
+
 @dataclass(slots=True)
 class PodRecord:
     namespace: str
     labels: dict
     boot: str
     view: PodView
+    rv: int = 0
 
     def owned_by(self, uid: str | None) -> bool:
         """Whether the pod belongs to the object (Task or Job) with this uid, not to an
@@ -64,14 +75,33 @@ class Store:
         self.dirty_pools: set[str] = set()
         self.changed = asyncio.Event()
         self.synced = False
+        self.relisted: set[str] = set()   # kinds kopf listed again (a watch gap): the engine relists them
+        self.namespaces: list[str] = []   # the served namespaces (globs); empty = all
+        self._gone: dict[str, OrderedDict] = defaultdict(OrderedDict)   # kind -> key -> rv at deletion
+
+    def serves(self, ns: str) -> bool:
+        return not ns or not self.namespaces or any(fnmatch.fnmatchcase(ns, p) for p in self.namespaces)
+
+    def _tombstone(self, kind: str, k: str, rv: int) -> None:
+        gone = self._gone[kind]
+        gone[k] = max(rv, gone.get(k, 0))
+        gone.move_to_end(k)
+        while len(gone) > TOMBSTONES:
+            gone.popitem(last=False)
+
+    def _buried(self, kind: str, k: str, rv: int) -> bool:
+        """A copy at or below the resourceVersion the object was deleted at: stale."""
+        return rv <= self._gone[kind].get(k, -1)
 
     def _touch(self) -> None:
         self.changed.set()
 
-    def _put(self, table: dict, k: str, body: dict) -> bool:
+    def _put(self, table: dict, k: str, body: dict, kind: str = "") -> bool:
         old = table.get(k)
         if old is not None and _rv(old) > _rv(body):
             return False   # an older event than what a write already told us
+        if kind and self._buried(kind, k, _rv(body)):
+            return False   # a late copy of an object already deleted
         meta = body.get("metadata") or {}
         meta.pop("managedFields", None)   # the largest part of a body, and never read
         (meta.get("annotations") or {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
@@ -106,29 +136,34 @@ class Store:
                 self.inflight[ck].add(k)
 
     # --- podbatch kinds ---------------------------------------------------------
-    def _upsert(self, table: dict, body: dict, deleted: bool) -> str:
+    def _upsert(self, table: dict, body: dict, deleted: bool, kind: str) -> str:
         k = body_key(body)
         if deleted:
-            table.pop(k, None)
+            old = table.get(k)
+            if old is None or _rv(old) <= _rv(body) or not _rv(body):
+                table.pop(k, None)
+                self._tombstone(kind, k, _rv(body))
         else:
-            self._put(table, k, body)
+            self._put(table, k, body, kind)
         self._touch()
         return k
 
     def put_pool(self, body: dict, deleted: bool = False) -> None:
-        self.dirty_pools.add(self._upsert(self.pools, body, deleted))
+        self.dirty_pools.add(self._upsert(self.pools, body, deleted, "pools"))
 
     def put_cnode(self, body: dict, deleted: bool = False) -> None:
-        self._upsert(self.cnodes, body, deleted)
+        self._upsert(self.cnodes, body, deleted, "computenodes")
         self.dirty_pools.add(key(body["metadata"]["namespace"], body["spec"].get("poolName", "")))
 
     def put_job(self, body: dict, deleted: bool = False) -> None:
         # not its tasks: a job's change reaches them through reconcile_job and the scheduler,
         # so a job status write costs nothing per task
-        self.dirty_jobs.add(self._upsert(self.jobs, body, deleted))
+        self.dirty_jobs.add(self._upsert(self.jobs, body, deleted, "jobs"))
+        if deleted:   # its tasks stop and free their slots: look at each of them
+            self.dirty_tasks.update(self.tasks_by_job.get(body_key(body), ()))
 
     def put_jobschedule(self, body: dict, deleted: bool = False) -> None:
-        self._upsert(self.jobschedules, body, deleted)
+        self._upsert(self.jobschedules, body, deleted, "jobschedules")
 
     def put_task(self, body: dict, deleted: bool = False) -> None:
         k = body_key(body)
@@ -141,10 +176,13 @@ class Store:
                  and (old.get("status") or {}).get("state") == (body.get("status") or {}).get("state")
                  and old["metadata"].get("deletionTimestamp") == body["metadata"].get("deletionTimestamp"))
         if deleted:
+            if old is not None and _rv(old) > _rv(body) and _rv(body):
+                return   # the delete of an earlier Task of this name; a newer one is here
             self.tasks.pop(k, None)
             self.tasks_by_job[job].discard(k)
             self._index_task(k, job, None)
-        elif self._put(self.tasks, k, body):
+            self._tombstone("tasks", k, _rv(body))
+        elif self._put(self.tasks, k, body, "tasks"):
             self.tasks_by_job[job].add(k)
             self._index_task(k, job, body)
         self.dirty_tasks.add(k)
@@ -157,8 +195,9 @@ class Store:
         name = body["metadata"]["name"]
         if deleted:
             self.knodes.pop(name, None)
+            self._tombstone("nodes", name, _rv(body))
         else:
-            self._put(self.knodes, name, body)
+            self._put(self.knodes, name, body, "nodes")
         self.dirty_pools.update(self.pools)   # few pools; static ones may adopt this node
         self._touch()
 
@@ -167,10 +206,18 @@ class Store:
         k = key(meta["namespace"], meta["name"])
         labels = meta.get("labels") or {}
         role = labels.get(naming.LABEL_ROLE)
+        rv = _rv(body)
+        old = self.pods.get(k)
+        if old is not None and rv and old.rv > rv:
+            return   # older than what we hold (a late response or echo, or an earlier pod of this name)
         if deleted:
             self.pods.pop(k, None)
+            self._tombstone("pods", k, rv)
+        elif self._buried("pods", k, rv):
+            return
         else:
-            self.pods[k] = PodRecord(meta["namespace"], labels, (meta.get("annotations") or {}).get("podbatch.io/boot", ""), pod_view(body))
+            self.pods[k] = PodRecord(meta["namespace"], labels, (meta.get("annotations") or {}).get("podbatch.io/boot", ""),
+                                     pod_view(body), rv)
         if role == "task":
             name = (meta.get("annotations") or {}).get("podbatch.io/task-name") or labels.get(naming.LABEL_TASK, "")
             tkey = key(meta["namespace"], name)
@@ -194,6 +241,56 @@ class Store:
             pool = key(meta["namespace"], labels.get(naming.LABEL_POOL, ""))
             self.dirty_pools.add(pool)
         self._touch()
+
+    def forget_pod(self, ns: str, name: str) -> None:
+        """The API server answered 404 for this pod: it is gone, whatever the watch says later."""
+        rec = self.pods.get(key(ns, name))
+        if rec is not None:
+            self.put_pod({"metadata": {"namespace": ns, "name": name, "labels": rec.labels,
+                                       "resourceVersion": str(rec.rv), "annotations": {"podbatch.io/boot": rec.boot}}},
+                         deleted=True)
+
+    # --- relists ---------------------------------------------------------------------
+    def replace(self, plural: str, items: list[dict], list_rv: str) -> int:
+        """A full list of a kind: put every item, and forget every object of the kind that the
+        list no longer has although the list is newer (deleted while no watch told us).
+        Returns how many were forgotten."""
+        put, table = self._kind_table(plural)
+        listed = set()
+        for body in items:
+            meta = body.get("metadata") or {}
+            if not self.serves(meta.get("namespace", "")):
+                continue
+            listed.add(key(meta["namespace"], meta["name"]) if meta.get("namespace") else meta["name"])
+            put(body)
+        try:
+            horizon = int(list_rv or 0)
+        except ValueError:
+            horizon = 0
+        gone = []
+        for k, obj in list(table.items()):
+            rv = obj.rv if isinstance(obj, PodRecord) else _rv(obj)
+            if k not in listed and rv <= horizon:
+                gone.append(k)
+        for k in gone:
+            obj = table.get(k)
+            if obj is None:
+                continue
+            if isinstance(obj, PodRecord):
+                ns, name = k.split("/", 1)
+                self.put_pod({"metadata": {"namespace": ns, "name": name, "labels": obj.labels,
+                                           "resourceVersion": str(horizon), "annotations": {"podbatch.io/boot": obj.boot}}},
+                             deleted=True)
+            else:
+                put({**obj, "metadata": {**obj["metadata"], "resourceVersion": str(horizon)}}, deleted=True)
+        self._touch()
+        return len(gone)
+
+    def _kind_table(self, plural: str):
+        return {"pools": (self.put_pool, self.pools), "computenodes": (self.put_cnode, self.cnodes),
+                "jobs": (self.put_job, self.jobs), "tasks": (self.put_task, self.tasks),
+                "jobschedules": (self.put_jobschedule, self.jobschedules), "pods": (self.put_pod, self.pods),
+                "nodes": (self.put_knode, self.knodes)}[plural]
 
     # --- queries ----------------------------------------------------------------
     def pool_members(self, ns: str, pool: str) -> list[dict]:

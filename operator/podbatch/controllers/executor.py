@@ -1,0 +1,214 @@
+"""The engine's only writer. Reconcilers decide; every API write goes through here.
+
+What it adds to the bare client (kube.py), for every write:
+- the leader gate: a replica that is not (or no longer) the leader writes nothing
+  (`NotLeader`), so a deposed leader cannot act on a stale picture;
+- preconditions: a status or spec patch carries the resourceVersion of the body it was
+  decided on; 409 means someone wrote since, so the object is read again into the store
+  and decided again on the next pass (`Conflict`) — two writers can never both bind one
+  task or both lower one pool's target;
+- assume, as Kueue assumes a workload: a write's response goes into the store at once,
+  so the rest of the pass (and the next) acts on it before its watch echo arrives, and
+  the store's resourceVersion check keeps an older echo from undoing it; a pod delete
+  records the pod as terminating (or gone, on 404);
+- per-object backoff (`Backoff`): an object whose reconcile failed is looked at again
+  after 0.5 s, 1 s, 2 s … up to a minute, not on every pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kubernetes_asyncio.client.rest import ApiException
+
+from podbatch import metrics
+from podbatch.controllers import clock
+from podbatch.controllers.store import Store, key
+
+log = logging.getLogger("podbatch.executor")
+PUTS = {"pools": "put_pool", "computenodes": "put_cnode", "jobs": "put_job", "tasks": "put_task",
+        "jobschedules": "put_jobschedule"}
+
+
+class NotLeader(Exception):
+    """This replica does not hold the leader Lease: it must not write."""
+
+
+class Conflict(Exception):
+    """The object changed since it was read (409): decided again on a later pass."""
+
+
+class Backoff:
+    """Exponential per-object retry delays (0.5 s doubling to 60 s), cleared on success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0) -> None:
+        self.base, self.cap = base, cap
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+
+    def failed(self, k: str) -> float:
+        n = self._failures.get(k, 0)
+        self._failures[k] = n + 1
+        delay = min(self.cap, self.base * 2 ** n)
+        self._until[k] = clock.monotonic() + delay
+        return delay
+
+    def succeeded(self, k: str) -> None:
+        self._failures.pop(k, None)
+        self._until.pop(k, None)
+
+    def waiting(self, k: str) -> bool:
+        """Whether k is still inside its backoff window."""
+        until = self._until.get(k)
+        return until is not None and clock.monotonic() < until
+
+    def due(self) -> list[str]:
+        """Keys whose backoff has ended (they should be looked at again now)."""
+        now = clock.monotonic()
+        out = [k for k, t in self._until.items() if t <= now]
+        for k in out:
+            del self._until[k]
+        return out
+
+    def next_in(self) -> float | None:
+        if not self._until:
+            return None
+        return max(0.0, min(self._until.values()) - clock.monotonic())
+
+
+class Executor:
+    def __init__(self, kube, store: Store) -> None:
+        self.kube, self.store = kube, store
+        self.leading = True          # set by leader election (handlers.py); always True without it
+        self.backoff = Backoff()
+        self.writes = 0
+        self._events: set[asyncio.Task] = set()
+
+    def _gate(self) -> None:
+        if not self.leading:
+            raise NotLeader("not the leader: this replica writes nothing")
+        self.writes += 1
+        metrics.API_WRITES.inc()
+
+    def _put(self, plural: str, body: dict | None) -> None:
+        if body and body.get("metadata"):
+            getattr(self.store, PUTS[plural])(body)
+
+    async def _refresh(self, plural: str, ns: str, name: str) -> None:
+        try:
+            fresh = await self.kube.get_object(plural, ns, name)
+        except ApiException:
+            return
+        if fresh:
+            self._put(plural, fresh)
+
+    # --- podbatch objects ---------------------------------------------------------
+    async def patch_status(self, plural: str, body: dict, status: dict, *, precondition: bool = True) -> dict | None:
+        """Patch .status on the version `body` was read at (precondition) and assume the result."""
+        self._gate()
+        meta = body["metadata"]
+        rv = meta.get("resourceVersion") if precondition else None
+        try:
+            res = await self.kube.patch_status(plural, meta["namespace"], meta["name"], status, resource_version=rv)
+        except ApiException as e:
+            if e.status == 409:
+                await self._refresh(plural, meta["namespace"], meta["name"])
+                raise Conflict(f"{plural} {meta['namespace']}/{meta['name']} changed since it was read") from None
+            raise
+        self._put(plural, res)
+        return res
+
+    async def patch_object(self, plural: str, body_or_ns, name: str | None = None, patch: dict | None = None, *,
+                           precondition: bool = False) -> dict | None:
+        """Patch an object's spec/metadata. Called as (plural, body, patch=…) to precondition on
+        the body's resourceVersion, or (plural, ns, name, patch)."""
+        self._gate()
+        if isinstance(body_or_ns, dict):
+            ns, name = body_or_ns["metadata"]["namespace"], body_or_ns["metadata"]["name"]
+            rv = body_or_ns["metadata"].get("resourceVersion") if precondition else None
+        else:
+            ns, rv = body_or_ns, None
+        try:
+            res = await self.kube.patch_object(plural, ns, name, patch, resource_version=rv)
+        except ApiException as e:
+            if e.status == 409:
+                await self._refresh(plural, ns, name)
+                raise Conflict(f"{plural} {ns}/{name} changed since it was read") from None
+            raise
+        self._put(plural, res)
+        return res
+
+    async def create_object(self, plural: str, ns: str, body: dict) -> dict | None:
+        self._gate()
+        res = await self.kube.create_object(plural, ns, body)
+        self._put(plural, res)
+        return res
+
+    async def delete_object(self, plural: str, ns: str, name: str) -> None:
+        self._gate()
+        await self.kube.delete_object(plural, ns, name)
+
+    # --- pods -----------------------------------------------------------------------
+    async def create_pod(self, pod: dict) -> dict | None:
+        self._gate()
+        res = await self.kube.create_pod(pod)
+        if res:
+            self.store.put_pod(res)
+        return res
+
+    async def delete_pod(self, ns: str, name: str, *, grace: int | None = None) -> None:
+        """Delete a pod; the store then shows it terminating (or gone) until the watch says more."""
+        self._gate()
+        res = await self.kube.delete_pod(ns, name, grace=grace)
+        if res is None:
+            self.store.forget_pod(ns, name)          # 404: it is gone already
+        elif res.get("kind") == "Pod":
+            self.store.put_pod(res)                  # terminating, with its deletionTimestamp
+
+    async def patch_pod(self, ns: str, name: str, patch: dict) -> dict | None:
+        self._gate()
+        res = await self.kube.patch_pod(ns, name, patch)
+        if res:
+            self.store.put_pod(res)
+        return res
+
+    # --- nodes ------------------------------------------------------------------------
+    async def create_node(self, node: dict) -> None:
+        self._gate()
+        await self.kube.create_node(node)
+
+    async def delete_node(self, name: str) -> None:
+        self._gate()
+        await self.kube.delete_node(name)
+
+    async def patch_node(self, name: str, patch: dict) -> None:
+        self._gate()
+        await self.kube.patch_node(name, patch)
+
+    async def ensure_task_writer_account(self, ns: str, name: str, owner: dict, rules: list[dict]) -> None:
+        self._gate()
+        await self.kube.ensure_task_writer_account(ns, name, owner, rules)
+
+    # --- reads the decisions need that the watch cache cannot answer ----------------------
+    async def node_names(self, label_selector: str) -> list[str]:
+        return await self.kube.node_names(label_selector)
+
+    async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
+        return await self.kube.pod_log_tail(ns, name, container, lines)
+
+    # --- events ------------------------------------------------------------------------
+    def event(self, body: dict, etype: str, reason: str, message: str) -> None:
+        """Post a Kubernetes Event about an object in the background (best effort; a
+        replica that is not the leader posts none)."""
+        if not self.leading:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self.kube.post_event(body, etype, reason, message))
+        except RuntimeError:
+            return
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+
+def object_key(body: dict) -> str:
+    return key(body["metadata"].get("namespace", ""), body["metadata"]["name"])

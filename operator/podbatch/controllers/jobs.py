@@ -1,0 +1,135 @@
+"""Jobs: exact task counts from the store, the job state machine (core/jobs.py), auto
+pools, and the job's status. Step 5 of a pass."""
+from __future__ import annotations
+
+from podbatch import API_VERSION, metrics
+from podbatch.controllers import clock
+from podbatch.controllers.status import changed_keys, condition, now_iso, parse_time, same_conditions
+from podbatch.controllers.store import key
+from podbatch.core import jobs as jobcore
+from podbatch.core import naming, pods
+from podbatch.core.durations import seconds
+from podbatch.core.tasks import PREPARING, RUNNING
+
+
+class Jobs:
+    def _jobs_with_timers(self) -> set[str]:
+        return {k for k, j in self.store.jobs.items()
+                if (j["spec"].get("constraints") or {}).get("maxWallClockTime") and (j.get("status") or {}).get("state") not in ("completed",)}
+
+    async def ensure_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
+        """Create the job's auto pool (autoPoolSpecification) unless it exists. It is owned by
+        the job, or with poolLifetimeOption jobschedule by the JobSchedule, so deleting the
+        owner deletes it (and its nodes, through the pool's finalizer)."""
+        name, spec = auto
+        ns = job["metadata"]["namespace"]
+        if key(ns, name) in self.store.pools:
+            return
+        owner, kind = job, "Job"
+        schedule = (job["metadata"].get("labels") or {}).get(naming.LABEL_SCHEDULE)
+        if spec.get("poolLifetimeOption") == "jobschedule" and schedule and key(ns, schedule) in self.store.jobschedules:
+            owner, kind = self.store.jobschedules[key(ns, schedule)], "JobSchedule"
+        body = {"apiVersion": API_VERSION, "kind": "Pool",
+                "metadata": {"name": name, "namespace": ns,
+                             "labels": {naming.LABEL_AUTO_POOL_OF: naming.label_value(f"{kind.lower()}.{owner['metadata']['name']}")},
+                             "ownerReferences": [pods.owner_reference({**owner, "kind": kind})]},
+                "spec": spec.get("pool") or {}}
+        await self.ex.create_object("pools", ns, body)   # 409 (made by an earlier pass) is fine
+        if name not in self._auto_pools_announced:
+            self._auto_pools_announced.add(name)
+            self.ex.event(job, "Normal", "AutoPoolCreated", f"created pool {name} from spec.poolInfo.autoPoolSpecification")
+
+    async def end_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
+        """poolLifetimeOption job: the pool goes when the job completes, unless keepAlive."""
+        name, spec = auto
+        ns = job["metadata"]["namespace"]
+        pool = self.store.pools.get(key(ns, name))
+        if not jobcore.auto_pool_goes_with(spec, "job") or not pool or pool["metadata"].get("deletionTimestamp"):
+            return
+        await self.ex.delete_object("pools", ns, name)
+        self.ex.event(job, "Normal", "AutoPoolDeleted", f"the job completed: deleting its pool {name} (keepAlive is false)")
+
+    async def reconcile_job(self, job: dict) -> None:
+        s = self.store
+        meta, spec = job["metadata"], job["spec"]
+        ns = meta["namespace"]
+        jk = key(ns, meta["name"])
+        status = job.get("status") or {}
+        invalid = self._validate(job)
+        if not invalid and status.get("state") not in ("completed", "terminating"):
+            await self.ensure_job_manager(job)
+        counts, slots = jobcore.empty_counts(), jobcore.empty_counts()
+        running: set[str] = set()
+        for tk in s.tasks_by_job.get(jk, ()):
+            t = s.tasks.get(tk)
+            if not t:
+                continue
+            st = t.get("status") or {}
+            jobcore.add_task(counts, slots, st.get("state"), (st.get("executionInfo") or {}).get("result"),
+                             int(t["spec"].get("requiredSlots", 1)))
+            if st.get("state") in (PREPARING, RUNNING):
+                running.add(tk)
+        pool_id = jobcore.pool_id_of(job)
+        info = dict(status.get("executionInfo") or {})
+        info.setdefault("startTime", meta.get("creationTimestamp"))
+        info["poolId"] = pool_id
+        sched_err = None
+        auto = jobcore.auto_pool(job)
+        if auto:   # the pool is podbatch's to make: its absence is not the user's error
+            if not invalid and status.get("state") != "completed":
+                await self.ensure_auto_pool(job, auto)
+        elif pool_id and key(ns, pool_id) not in s.pools:
+            sched_err = {"category": "usererror", "code": "PoolNotFound",
+                         "message": f"pool {pool_id!r} does not exist in namespace {ns}; create it or fix spec.poolInfo.poolId"}
+        elif not pool_id:
+            sched_err = {"category": "usererror", "code": "NoPool",
+                         "message": "spec.poolInfo has neither poolId nor autoPoolSpecification; name the Pool this job runs on"}
+        info["schedulingError"] = sched_err
+        wall = seconds((spec.get("constraints") or {}).get("maxWallClockTime"))
+        started = parse_time(info.get("startTime"))
+        expired = bool(wall and started and clock.time() - started > wall)
+        step = jobcore.job_step(jobcore.JobFacts(
+            state=status.get("state", ""), desired=spec.get("desiredState", "active"),
+            disable_tasks=spec.get("disableTasks", "requeue"), on_all_complete=spec.get("onAllTasksComplete", "noaction"),
+            counts=counts, wall_clock_expired=expired, task_requested_terminate=jk in self._terminate_requests,
+            job_manager_completed=self.job_manager_ended(job)))
+        if step.state == "completed" and not await self.run_release(job):
+            step = jobcore.JobStep("terminating", step.terminate_reason)   # completed once every release task ended
+        if step.stop_running and running:
+            await self._stop_tasks(running, step.stop_running,
+                                   f"job {meta['name']} is {step.state} ({step.terminate_reason or spec.get('disableTasks', '')})")
+        if step.terminate_reason and not info.get("terminateReason"):
+            info["terminateReason"] = step.terminate_reason
+        if auto and step.state == "completed":
+            await self.end_auto_pool(job, auto)
+        if step.state == "completed" and not info.get("endTime"):
+            info["endTime"] = now_iso()
+            self._terminate_requests.discard(jk)
+            self.ex.event(job, "Normal", "JobCompleted", f"{counts['succeeded']} succeeded, {counts['failed']} failed"
+                   + (f"; {info.get('terminateReason')}" if info.get("terminateReason") else ""))
+        conds = [condition("Valid", invalid is None, "InvalidSpec" if invalid else "SpecAccepted",
+                           f"{invalid}. Fix the Job and apply it again." if invalid else "the job spec is valid", meta.get("generation"))]
+        if sched_err:
+            conds.append(condition("Schedulable", False, sched_err["code"], sched_err["message"], meta.get("generation")))
+            if status.get("executionInfo", {}).get("schedulingError") != sched_err:
+                self.ex.event(job, "Warning", sched_err["code"], sched_err["message"])
+        cycle = (self._cycles.get(jk) or (0, None))[1]
+        if cycle:
+            conds.append(condition("DependencyCycle", True, "DependencyCycle",
+                                   f"tasks {' -> '.join(cycle)} depend on each other in a cycle; fix dependsOn of one of them",
+                                   meta.get("generation")))
+        conds.append(condition("Completed", step.state == "completed", info.get("terminateReason") or "Running",
+                               f"{counts['completed']} of {counts['active'] + counts['running'] + counts['completed']} tasks completed"))
+        new = {"state": step.state, "executionInfo": info, "taskCounts": counts, "taskSlotCounts": slots,
+               "observedGeneration": meta.get("generation"), **self.special_status(job)}
+        if step.state != status.get("state"):
+            new["previousState"] = status.get("state")
+            new["stateTransitionTime"] = now_iso()
+        if changed_keys(status, new, ignore=("previousState", "stateTransitionTime")) \
+                or not same_conditions(status.get("conditions"), conds):
+            new["conditions"] = conds
+            await self.ex.patch_status("jobs", job, new)
+
+    def _gauge_tasks(self) -> None:
+        for st in ("active", "preparing", "running", "completed"):
+            metrics.TASKS.labels(st).set(self.store.state_counts.get(st, 0))

@@ -1,0 +1,167 @@
+"""Compute nodes: derive each node's Batch state from its Node and its start-task pod, run
+the node-preparation pod of each boot, carry out reboot / reimage / remove / disable
+scheduling. Step 2 of a pass."""
+from __future__ import annotations
+
+from podbatch.controllers import clock
+from podbatch.controllers.status import changed_keys, node_address, node_ready, now_iso
+from podbatch.controllers.store import key
+from podbatch.core import naming, pods
+from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
+from podbatch.nodegroups import provider_for
+
+NODE_COUNTS_EVERY = 2.0
+
+
+class Nodes:
+    def _inflight_by_cnode(self) -> dict[str, set[str]]:
+        return self.store.inflight
+
+    async def reconcile_nodes(self) -> dict:
+        """Derive every compute node's state; returns {cnode key: (state, schedulable, body)}."""
+        s = self.store
+        inflight = self._inflight_by_cnode()
+        view: dict[str, tuple[str, bool, dict]] = {}
+        for ck, c in list(s.cnodes.items()):
+            self._cnode_pool[ck] = key(c["metadata"]["namespace"], c["spec"].get("poolName", ""))
+            got = None
+            if not self.ex.backoff.waiting(f"node:{ck}"):
+                got = await self._safely(f"node:{ck}", self.reconcile_node(ck, c, inflight.get(ck, set())))
+            view[ck] = got or ((c.get("status") or {}).get("state", "unusable"), False, c)
+        self._inflight = inflight
+        return view
+
+    async def reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
+        s = self.store
+        ns = c["metadata"]["namespace"]
+        spec, status = c["spec"], c.get("status") or {}
+        pool = s.pools.get(key(ns, spec["poolName"]))
+        knode = s.knodes.get(spec["nodeName"])
+        if pool is None:
+            return status.get("state", "unusable"), False, c
+        handled = dict(status.get("handledRequests") or {})
+        start = pool["spec"].get("startTask") or {}
+        wait = start.get("waitForSuccess", True) if start.get("commandLine") else True
+        max_retry = int(start.get("maxTaskRetryCount", 0)) if start.get("commandLine") else 0
+        sched_enabled = spec.get("schedulingState", "enabled") == "enabled"
+        rebooting = ""
+        wipe_boot: bool | None = None   # set when this pass starts a new boot
+        # --- node operations: reboot / reimage / remove / disable scheduling
+        for op, opt_key in (("remove", "nodeDeallocationOption"), ("reimage", "nodeReimageOption"), ("reboot", "nodeRebootOption")):
+            req = spec.get(op) or {}
+            if req.get("requestId") and req["requestId"] != handled.get(op):
+                option = req.get(opt_key, "requeue")
+                if tasks and option in ("taskcompletion", "retaineddata"):
+                    rebooting = {"reboot": "rebooting", "reimage": "reimaging", "remove": ""}[op]
+                    sched_enabled = False
+                    break
+                await self._stop_tasks(tasks, option, f"node {op} requested")
+                if op == "remove":
+                    # as in Batch, removing nodes lowers the pool's target, or the node would come right back
+                    field = "targetDedicatedNodes" if spec.get("isDedicated", True) else "targetLowPriorityNodes"
+                    target = int(pool["spec"].get(field, 0))
+                    if target > 0 and not pool["spec"].get("enableAutoScale"):
+                        await self.ex.patch_object("pools", ns, spec["poolName"], {"spec": {field: target - 1}})
+                    prov = provider_for(pool, self.ex)
+                    if knode:
+                        await self._release(pool, prov, knode, c)
+                    handled[op] = req["requestId"]
+                    await self.ex.patch_status("computenodes", c, {"handledRequests": handled, "state": "leavingpool",
+                                                                  "stateTransitionTime": now_iso()})
+                    return "leavingpool", False, c
+                for pk_ in list(s.prep_pods.get(ck, ())):
+                    await self.ex.delete_pod(ns, pk_.split("/", 1)[1], grace=0)
+                handled[op] = req["requestId"]
+                wipe_boot = op == "reimage"   # only a reimage empties the node dirs, not a later reboot
+                res = await self.ex.patch_status("computenodes", c, {"handledRequests": handled, "startTaskInfo": None,
+                                                                   "lastBootTime": now_iso()})
+                c = res or c
+                status = c.get("status") or {}
+                self.ex.event(c, "Normal", op.capitalize(), f"node {op} carried out ({option})")
+                rebooting = {"reboot": "rebooting", "reimage": "reimaging"}[op]
+                tasks = set()
+                break
+        if not sched_enabled and spec.get("schedulingState") == "disabled" and tasks:
+            option = spec.get("nodeDisableSchedulingOption", "requeue")
+            if option in ("requeue", "terminate") and status.get("schedulingState") != "disabled":
+                await self._stop_tasks(tasks, option, "scheduling was disabled on the node")
+                tasks = set()
+        # --- node preparation pod of this boot
+        boot = naming.boot_token(f"{handled.get('reboot', '')}|{handled.get('reimage', '')}".strip("|") or None)
+        # the boot's first prep pod is normally made in the pass that starts the boot; when the
+        # node was not ready then, fall back to "a reimage was ever handled"
+        wipe = wipe_boot if wipe_boot is not None else bool(handled.get("reimage"))
+        preps = {}
+        for pk_ in s.prep_pods.get(ck, ()):
+            rec = s.pods.get(pk_)
+            if rec and rec.boot == boot:
+                retry = int(pk_.rsplit("-", 1)[1])
+                preps[retry] = rec
+        info = dict(status.get("startTaskInfo") or {})
+        prep_phase, failed_for_good = "", False
+        ready = node_ready(knode)
+        if knode and ready == "True":
+            retry = max(preps) if preps else 0
+            rec = preps.get(retry)
+            placement = self._placement(pool, c)
+            if rec is None:
+                await self.ex.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry,
+                                                             wipe=wipe, tools_image=self.settings.tools_image,
+                                                             owner=pods.owner_reference(c),
+                                                             resource_files=await self._expanded_resource_files(start.get("resourceFiles"))))
+                prep_phase = "Pending"
+            else:
+                prep_phase = rec.view.phase
+                if prep_phase == "Failed" and (max_retry == -1 or retry < max_retry):
+                    await self.ex.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry + 1,
+                                                                 wipe=False, tools_image=self.settings.tools_image,
+                                                                 owner=pods.owner_reference(c),
+                                                                 resource_files=await self._expanded_resource_files(start.get("resourceFiles"))))
+                    prep_phase = "Pending"
+                elif prep_phase == "Failed":
+                    failed_for_good = True
+                if rec.view.phase in ("Running", "Succeeded", "Failed"):
+                    new_info = {"state": "completed" if rec.view.phase in ("Succeeded", "Failed") else "running",
+                                "startTime": rec.view.started_at, "endTime": rec.view.finished_at,
+                                "exitCode": rec.view.exit_code, "retryCount": retry,
+                                "result": {"Succeeded": "success", "Failed": "failure"}.get(rec.view.phase)}
+                    if failed_for_good and not info.get("stderrTail"):
+                        tail = await self.ex.pod_log_tail(ns, rec.view.name, "start-task")
+                        new_info["stderrTail"] = tail[-1000:]
+                        new_info["failureInfo"] = {"category": "usererror", "code": "FailureExitCode",
+                                                   "message": f"The start task exited with code {rec.view.exit_code}"}
+                        self.ex.event(c, "Warning", "StartTaskFailed", f"start task exited {rec.view.exit_code} on {spec['nodeName']}")
+                    info = {**info, **{k: v for k, v in new_info.items() if v is not None}}
+        facts = NodeFacts(exists=knode is not None, ready=ready, ever_ready=bool(status.get("lastBootTime")),
+                          prep_phase=prep_phase if rebooting == "" else "", prep_failed_for_good=failed_for_good,
+                          wait_for_success=wait, scheduling_enabled=sched_enabled, running_tasks=len(tasks),
+                          rebooting=rebooting if rebooting and tasks else "")
+        state = node_state(facts)
+        if rebooting and not tasks and prep_phase != "Succeeded":
+            state = rebooting
+        if state == "unusable" and tasks:
+            await self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} is not ready", force=True)
+        addr = node_address(knode)
+        new = {"state": state, "schedulingState": "enabled" if sched_enabled else "disabled",
+               "runningTasksCount": len(tasks),
+               "runningTaskSlotsCount": sum(int(s.tasks[t]["spec"].get("requiredSlots", 1)) for t in tasks if t in s.tasks),
+               "isDedicated": spec.get("isDedicated", True), "ipAddress": addr, "startTaskInfo": info or None}
+        if state in ("idle", "running") and not status.get("lastBootTime"):
+            new["lastBootTime"] = now_iso()
+        if state != status.get("state"):
+            new["stateTransitionTime"] = now_iso()
+        changed = changed_keys(status, new)
+        counts_only = set(changed) <= {"runningTasksCount", "runningTaskSlotsCount"}
+        if changed and counts_only and clock.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
+            self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
+        elif changed:
+            res = await self.ex.patch_status("computenodes", c, new)
+            self._node_written[ck] = clock.monotonic()
+            c = res or c
+        return state, is_schedulable(state, sched_enabled), c
+
+    def _placement(self, pool: dict, c: dict) -> pods.Placement:
+        return pods.Placement(namespace=c["metadata"]["namespace"], pool=pool["metadata"]["name"],
+                              node_name=c["spec"]["nodeName"], compute_node=c["metadata"]["name"],
+                              is_dedicated=c["spec"].get("isDedicated", True),
+                              node_root=pool["spec"].get("nodeRootDir") or self.settings.node_root)

@@ -1,0 +1,220 @@
+"""Pools: grow and shrink each pool's node group, keep one ComputeNode per member Node,
+evaluate autoscale formulas, and write the pool's status. Step 1 of a pass."""
+from __future__ import annotations
+
+from podbatch import API_VERSION
+from podbatch.controllers import clock
+from podbatch.controllers.status import body_key, changed_keys, condition, node_ready, now_iso, parse_time, same_conditions
+from podbatch.controllers.store import key
+from podbatch.core import autoscale
+from podbatch.core import jobs as jobcore
+from podbatch.core import naming, pods
+from podbatch.core.durations import seconds
+from podbatch.nodegroups import provider_for
+
+
+class Pools:
+    async def reconcile_pool(self, pool: dict) -> None:
+        meta, spec = pool["metadata"], pool["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        pk = key(ns, name)
+        status = pool.get("status") or {}
+        invalid = self._validate(pool)
+        if invalid:
+            conds = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Pool spec and apply it again.", meta.get("generation"))]
+            if not same_conditions(status.get("conditions"), conds):
+                await self.ex.patch_status("pools", pool, {"conditions": conds})
+            return
+        members = self.store.pool_members(ns, name)
+        deleting = bool(meta.get("deletionTimestamp"))
+        errors: list[dict] = []
+        self._sample_pool(pk, members)
+        auto_run, want_d, want_l = None, int(spec.get("targetDedicatedNodes", 0)), int(spec.get("targetLowPriorityNodes", 0))
+        if spec.get("enableAutoScale"):
+            auto_run, want_d, want_l = self._autoscale_pool(pool, members)
+        target = 0 if deleting else want_d + want_l
+        try:
+            provider = provider_for(pool, self.ex)
+        except NotImplementedError as e:
+            provider, errors = None, [{"code": "ProviderNotImplemented", "message": str(e)}]
+        live = [m for m in members if not m["metadata"].get("deletionTimestamp")]
+        if provider and len(live) < target:
+            msgs = await provider.grow({**pool, "spec": {**spec, "targetDedicatedNodes": want_d, "targetLowPriorityNodes": want_l}},
+                                       live, target - len(live), self.store.knodes, want_l)
+            errors += [{"code": "InsufficientNodes", "message": m} for m in msgs]
+        elif provider and len(live) > target:
+            await self._shrink(pool, provider, live, len(live) - target)
+        # one ComputeNode per member Node
+        cnodes = {c["spec"]["nodeName"]: c for c in self.store.cnodes_of(pk)}
+        member_names = {m["metadata"]["name"] for m in members}
+        for m in members:
+            mname = m["metadata"]["name"]
+            if mname not in cnodes and not m["metadata"].get("deletionTimestamp"):
+                await self.ex.create_object("computenodes", ns, {
+                    "apiVersion": API_VERSION, "kind": "ComputeNode",
+                    "metadata": {"name": self._cnode_name(name, mname, ns), "namespace": ns,
+                                 "labels": {naming.LABEL_POOL: naming.label_value(name)},
+                                 "ownerReferences": [pods.owner_reference(pool)]},
+                    "spec": {"poolName": name, "nodeName": mname,
+                             "isDedicated": naming.LABEL_LOW_PRIORITY not in (m["metadata"].get("labels") or {})}})
+        for node_name, c in cnodes.items():
+            if node_name not in member_names and not c["metadata"].get("deletionTimestamp"):
+                await self.ex.delete_object("computenodes", ns, c["metadata"]["name"])
+        # status
+        states = [((c.get("status") or {}).get("state") or "creating") for c in cnodes.values() if c["spec"]["nodeName"] in member_names]
+        counts = {k: 0 for k in ("creating", "starting", "waitingForStartTask", "startTaskFailed", "idle", "running",
+                                 "offline", "rebooting", "reimaging", "leavingPool", "unusable")}
+        camel = {"waitingforstarttask": "waitingForStartTask", "starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool"}
+        for st in states:
+            ck = camel.get(st, st)
+            if ck in counts:
+                counts[ck] += 1
+        counts["total"] = len(members)
+        low = sum(1 for m in members if naming.LABEL_LOW_PRIORITY in (m["metadata"].get("labels") or {}))
+        alloc = "stopping" if deleting else ("steady" if len(members) == target and not any(m["metadata"].get("deletionTimestamp") for m in members) else "resizing")
+        if alloc == "resizing" and status.get("allocationState") == "resizing":
+            since = parse_time(status.get("allocationStateTransitionTime"))
+            limit = seconds(spec.get("resizeTimeout")) or 900
+            if since and clock.time() - since > limit:
+                errors.append({"code": "AllocationTimedOut",
+                               "message": f"the pool did not reach its target of {target} nodes within resizeTimeout "
+                                          f"({spec.get('resizeTimeout', 'PT15M')}); it has {len(members)}. "
+                                          "podbatch keeps trying; check the node group (kwok/nodes/Cluster API)"})
+        if errors:
+            alloc = "steady" if len(members) >= len(live) and alloc == "resizing" and not deleting else alloc
+        new = {"allocationState": alloc, "currentDedicatedNodes": len(members) - low, "currentLowPriorityNodes": low,
+               "nodeCounts": counts, "resizeErrors": errors or None, "observedGeneration": meta.get("generation")}
+        if auto_run:
+            new["autoScaleRun"] = auto_run
+        ready = counts["idle"] + counts["running"]
+        conds = [condition("Valid", True, "SpecAccepted", "the pool spec is valid", meta.get("generation")),
+                 condition("Ready", ready > 0, "NodesReady" if ready else "NoNodeReady",
+                           f"{ready} of {len(members)} nodes can take tasks", meta.get("generation"))]
+        if errors:
+            conds.append(condition("ResizeError", True, errors[0]["code"], errors[0]["message"], meta.get("generation")))
+        if auto_run and auto_run.get("error"):
+            conds.append(condition("AutoScaleError", True, auto_run["error"]["code"], auto_run["error"]["message"], meta.get("generation")))
+        if alloc != status.get("allocationState"):
+            new["allocationStateTransitionTime"] = now_iso()
+            if alloc == "steady" and status.get("allocationState") == "resizing":
+                self.ex.event(pool, "Normal", "ResizeComplete", f"pool has {len(members)} nodes")
+        changed = bool(changed_keys(status, new)) or not same_conditions(status.get("conditions"), conds)
+        if changed:
+            new["conditions"] = conds
+            await self.ex.patch_status("pools", pool, new)
+
+    SAMPLE_SECONDS = 30.0
+    SAMPLE_KEEP = 24 * 3600.0
+
+    def _sample_pool(self, pk: str, members: list[dict]) -> None:
+        """Batch's service-defined metrics of a pool, one sample every 30 s, kept 24 h in memory."""
+        samples = self._samples.setdefault(pk, {})
+        now = clock.time()
+        last = samples.get("$ActiveTasks")
+        if last and now - last[-1].time < self.SAMPLE_SECONDS:
+            return
+        ns, name = pk.split("/", 1)
+        totals = dict.fromkeys(("active", "running", "succeeded", "failed"), 0)
+        for j in self.store.jobs.values():
+            if j["metadata"]["namespace"] == ns and jobcore.pool_id_of(j) == name:
+                counts = (j.get("status") or {}).get("taskCounts") or {}
+                for k in totals:
+                    totals[k] += int(counts.get(k, 0))
+        values = {"$ActiveTasks": totals["active"], "$RunningTasks": totals["running"],
+                  "$PendingTasks": totals["active"] + totals["running"], "$SucceededTasks": totals["succeeded"],
+                  "$FailedTasks": totals["failed"]}
+        for metric, v in values.items():
+            series = samples.setdefault(metric, [])
+            series.append(autoscale.Sample(time=now, value=float(v)))
+            while series and now - series[0].time > self.SAMPLE_KEEP:
+                series.pop(0)
+
+    def _autoscale_pool(self, pool: dict, members: list[dict]) -> tuple[dict | None, int, int]:
+        """Evaluate the pool's formula every autoScaleEvaluationInterval (and at once when it
+        changes). On an error the size stays as it was, as in Batch, and the error is shown."""
+        meta, spec = pool["metadata"], pool["spec"]
+        pk = body_key(pool)
+        state = self._autoscale.get(pk) or {}
+        interval = seconds(spec.get("autoScaleEvaluationInterval")) or 900
+        now = clock.time()
+        fresh = state.get("generation") == meta.get("generation") and now - state.get("at", 0) < interval
+        if fresh:
+            return state["run"], state["dedicated"], state["low"]
+        low_now = sum(1 for m in members if naming.LABEL_LOW_PRIORITY in (m["metadata"].get("labels") or {}))
+        keep_d = state.get("dedicated", len(members) - low_now)
+        keep_l = state.get("low", low_now)
+        run: dict = {"timestamp": now_iso()}
+        err_text = None
+        try:
+            program = autoscale.parse(spec.get("autoScaleFormula") or "")
+            result = autoscale.evaluate(program, autoscale.Metrics(
+                now=now, samples=self._samples.get(pk, {}),
+                scalars={"$CurrentDedicatedNodes": len(members) - low_now, "$CurrentLowPriorityNodes": low_now,
+                         "$TargetDedicatedNodes": keep_d, "$TargetLowPriorityNodes": keep_l,
+                         "$TaskSlotsPerNode": int(spec.get("taskSlotsPerNode", 1)),
+                         "$UsableNodeCount": len(members), "$PreemptedNodeCount": 0}))
+            run["results"] = result.results_string()
+            dedicated, low = result.target_dedicated, result.target_low_priority
+        except autoscale.FormulaError as e:
+            run["error"] = {"code": getattr(e, "code", "FormulaError") or "FormulaError",
+                            "message": f"{e}. Fix spec.autoScaleFormula; the pool keeps its size until it evaluates."}
+            dedicated, low = keep_d, keep_l
+            err_text = str(e)
+            if state.get("error") != err_text:
+                self.ex.event(pool, "Warning", "AutoScaleFormulaError", run["error"]["message"])
+        self._autoscale[pk] = {"generation": meta.get("generation"), "at": now, "run": run,
+                               "dedicated": dedicated, "low": low, "error": err_text}
+        return run, dedicated, low
+
+    @staticmethod
+    def _cnode_name(pool: str, node_name: str, ns: str) -> str:
+        prefix = naming.kwok_node_name(ns, pool, 0)[:-1]
+        suffix = node_name[len(prefix):] if node_name.startswith(prefix) else node_name
+        return naming.label_value(f"{pool}-{suffix}")
+
+    async def _shrink(self, pool: dict, provider, members: list[dict], count: int) -> None:
+        """Prefer idle nodes; apply nodeDeallocationOption to tasks on the others."""
+        option = pool["spec"].get("nodeDeallocationOption", "requeue")
+        pk = body_key(pool)
+        by_node = {c["spec"]["nodeName"]: c for c in self.store.cnodes_of(pk)}
+        load = self._inflight_by_cnode()
+
+        def busy(m: dict) -> int:
+            c = by_node.get(m["metadata"]["name"])
+            return len(load.get(body_key(c), ())) if c else 0
+        victims = sorted(members, key=lambda m: (busy(m), m["metadata"]["name"]), reverse=False)
+        victims = sorted(victims[:count], key=lambda m: m["metadata"]["name"])
+        for m in victims:
+            c = by_node.get(m["metadata"]["name"])
+            tasks = load.get(body_key(c), set()) if c else set()
+            if tasks and option in ("taskcompletion", "retaineddata"):
+                if c and (c["spec"].get("schedulingState") != "disabled"):
+                    await self.ex.patch_object("computenodes", c["metadata"]["namespace"], c["metadata"]["name"],
+                                                 {"spec": {"schedulingState": "disabled", "nodeDisableSchedulingOption": "taskcompletion"}})
+                continue   # released once its tasks end
+            await self._stop_tasks(tasks, option, "the node was removed from the pool")
+            await self._release(pool, provider, m, c)
+
+    async def _release(self, pool: dict, provider, node: dict, c: dict | None) -> None:
+        """Give a node back, after wiping the pool's directories on it (real nodes only:
+        a simulated node has no disk)."""
+        fake = (node["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) == "fake"
+        if c is not None and not fake and node_ready(node) == "True":
+            placement = self._placement(pool, c)
+            phase = await self._remove_dirs(placement, [pods.node_root_dir(placement)], f"release-{self._boot_of(c)}",
+                                            owner=pods.owner_reference(c))
+            if phase not in ("Succeeded", "Failed"):
+                return   # released on a later pass, once the directories are gone
+        await provider.release(pool, node)
+
+    async def _remove_dirs(self, placement: pods.Placement, paths: list[str], tag: str, owner: dict) -> str:
+        """Run (once per tag) a pod deleting `paths` on the node; returns its phase."""
+        name = naming.cleanup_pod_name(placement.compute_node, tag)
+        rec = self.store.pods.get(key(placement.namespace, name))
+        if rec:
+            return rec.view.phase
+        res = await self.ex.create_pod(pods.cleanup_pod(placement=placement, paths=paths, name=name,
+                                                          tools_image=self.settings.tools_image, owner=owner))
+        if res:
+            self.store.put_pod(res)
+        return "Pending"

@@ -1,0 +1,320 @@
+"""Tasks in flight: advance each task's state machine (core/tasks.py) from its pod, stop
+tasks (requeue or terminate), create the current attempt's pods, expire retention.
+Step 3 of a pass."""
+from __future__ import annotations
+
+import asyncio
+import heapq
+
+from podbatch import metrics
+from podbatch.controllers import clock
+from podbatch.controllers.status import condition, initial_status, now_iso, parse_time
+from podbatch.controllers.store import key
+from podbatch.core import files as rfiles
+from podbatch.core import naming, pods
+from podbatch.core.durations import seconds
+from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, Outcome, complete, new_attempt, observe_attempt
+
+# A task's `running` is written once its pod has run this long: a task that ends sooner
+# goes from preparing to completed in one write (its previousState still says running).
+RUNNING_WRITE_AFTER = 1.0
+RETENTION_RETRY = 10.0
+
+
+class Tasks:
+    async def _stop_tasks(self, tasks: set[str], option: str, why: str, force: bool = False) -> None:
+        """requeue: back to the queue without using a retry; terminate: completed, failed."""
+        for tk in list(tasks):
+            t = self.store.tasks.get(tk)
+            if not t:
+                continue
+            st = t.get("status") or {}
+            if st.get("state") not in (PREPARING, RUNNING):
+                continue
+            if option == "terminate":
+                new = complete(st, now=now_iso(), exit_code=None, result="failure",
+                               failure={"category": "servererror", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
+            else:
+                new = new_attempt(st, now=now_iso(), kind="requeue", reason=why)
+                metrics.TASK_REQUEUES.inc()
+            # status first: the old attempt is no longer current, then its pod goes
+            await self.ex.patch_status("tasks", t, new)
+            if st.get("podName"):
+                await self.ex.delete_pod(t["metadata"]["namespace"], st["podName"], grace=0 if force else None)
+            self.ex.event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why)
+
+    async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
+        touched_jobs: set[str] = set()
+        now = now_iso()
+        await asyncio.gather(*(self._safely(f"task:{tk}", self._advance_task(tk, node_view, now, touched_jobs))
+                               for tk in dirty if not self.ex.backoff.waiting(f"task:{tk}")))
+        return touched_jobs
+
+    async def _advance_task(self, tk: str, node_view: dict, now: str, touched_jobs: set[str]) -> bool:
+        """Initialise a new task, apply retention to a completed one, or advance one in flight."""
+        s = self.store
+        t = s.tasks.get(tk)
+        if not t:
+            self._running_since.pop(tk, None)
+            return True
+        st = t.get("status") or {}
+        ns = t["metadata"]["namespace"]
+        job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
+        state = st.get("state")
+        if not state:
+            # A new task is `active` without a write of its own: its first status write is its
+            # binding (or its pending reason), which saves one API write per task.
+            invalid = self._validate(t)
+            if invalid:
+                await self.ex.patch_status("tasks", t, {**initial_status(now), "conditions": [
+                    condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]})
+            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+            return True
+        if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
+            await self.ex.patch_status("tasks", t, complete(st, now=now, exit_code=None, result="failure", failure={
+                "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"}))
+            if st.get("podName"):
+                await self.ex.delete_pod(ns, st["podName"])
+            await self._delete_subtask_pods(t, st)
+            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+            return True
+        request = t["spec"].get("reactivateRequestId")
+        if state == COMPLETED and request and request != st.get("handledReactivateRequestId"):
+            info = st.get("executionInfo") or {}
+            if info.get("result") == "failure" and t["spec"].get("desiredState") != "terminated":
+                # Batch: a reactivated task runs again with its retry count reset
+                await self.ex.patch_status("tasks", t, {
+                    "state": ACTIVE, "previousState": state, "stateTransitionTime": now, "attempt": int(st.get("attempt", 1)) + 1,
+                    "podName": None, "nodeInfo": None, "subtasks": None, "handledReactivateRequestId": request,
+                    "executionInfo": {"retryCount": 0, "requeueCount": info.get("requeueCount", 0), "startTime": None,
+                                      "endTime": None, "exitCode": None, "result": None, "failureInfo": None}})
+                self.ex.event(t, "Normal", "TaskReactivated", "the failed task was reactivated and will run again")
+            else:
+                await self.ex.patch_status("tasks", t, {"handledReactivateRequestId": request})
+                self.ex.event(t, "Warning", "ReactivateIgnored", "only a failed task can be reactivated; this one "
+                       + ("succeeded" if info.get("result") == "success" else "was terminated"))
+            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
+            return True
+        if state == COMPLETED:
+            self._note_retention(tk, t, st)
+            return True
+        if state not in (PREPARING, RUNNING) or job is None:
+            return True
+        pod_rec = self._own_pod(t, st.get("podName"))
+        cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
+        gang_nodes = [cnode_key] + [key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0)]
+        lost = any(node_view.get(n, ("unusable", False, None))[0] == "unusable" or n not in s.cnodes for n in gang_nodes)
+        view = pod_rec.view if pod_rec else None
+        failed_instance = None
+        if len(gang_nodes) > 1:   # Batch: an instance that fails fails the task (retried as a whole)
+            failed_instance = next((r.view for x in st.get("subtasks") or [] if x.get("id", 0)
+                                    for r in [self._own_pod(t, x.get("podName"))]
+                                    if r and r.view.phase == "Failed" and not r.view.deleting), None)
+            if failed_instance and not (view and view.phase in ("Succeeded", "Failed")):
+                view = failed_instance
+            else:
+                failed_instance = None
+        out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
+                                       pod=view, now=now, node_lost=lost)
+        if failed_instance and out.status.get("state") in (ACTIVE, COMPLETED) and st.get("podName"):
+            await self.ex.delete_pod(ns, st["podName"], grace=0)   # the primary goes with the gang
+        if out.status.get("state") == RUNNING and st.get("state") == PREPARING and len(gang_nodes) == 1 \
+                and not (out.create_pod or out.delete_pod or out.event):
+            since = self._running_since.setdefault(tk, clock.monotonic())
+            if clock.monotonic() - since < RUNNING_WRITE_AFTER:
+                self._deferred.add(tk)   # a short task then costs one status write less
+                self.store.changed.set()
+                return True
+        self._running_since.pop(tk, None)
+        if out.completed and st.get("state") == PREPARING and view is not None and view.exit_code is not None \
+                and not view.preprocessing_failure:
+            out.status["previousState"] = RUNNING   # it ran; it ended before `running` was written
+        if out.status and len(gang_nodes) > 1 and out.status.get("state") in (ACTIVE, COMPLETED):
+            final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
+            out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
+            await self._delete_subtask_pods(t, st)
+        elif len(gang_nodes) > 1:
+            subtasks = st.get("subtasks") or []
+            ips = await self._publish_host_list(t, st)
+            if ips and any(x.get("ipAddress") != ip for x, ip in zip(subtasks, ips)):
+                subtasks = [{**x, "ipAddress": ip} for x, ip in zip(subtasks, ips)]
+                out.status = {**out.status, "subtasks": subtasks}
+            if pod_rec and pod_rec.view.phase == "Running" and subtasks and subtasks[0].get("state") != RUNNING:
+                out.status = {**out.status, "subtasks": [{**x, "state": RUNNING} for x in subtasks]}
+        await self._apply_outcome(t, st, out, job)
+        if out.status:
+            touched_jobs.add(key(ns, t["spec"]["jobName"]))
+        return True
+
+    async def _apply_outcome(self, t: dict, st: dict, out: Outcome, job: dict) -> None:
+        ns = t["metadata"]["namespace"]
+        if out.status:
+            await self.ex.patch_status("tasks", t, out.status)
+            metrics.TASK_TRANSITIONS.labels(out.status.get("state", st.get("state"))).inc()
+            if out.status.get("state") == ACTIVE and (out.status.get("executionInfo") or {}).get("retryCount", 0) > (st.get("executionInfo") or {}).get("retryCount", 0):
+                metrics.TASK_RETRIES.inc()
+            if out.completed:
+                info = out.status.get("executionInfo") or {}
+                a, b = parse_time(info.get("startTime")), parse_time(info.get("endTime"))
+                if a and b:
+                    metrics.TASK_RUN_SECONDS.observe(max(0.0, b - a))
+        if out.delete_pod:
+            await self.ex.delete_pod(ns, out.delete_pod, grace=0 if out.force_delete else None)
+        if out.create_pod:
+            await self._create_task_pod(t, st, job)
+        if out.event:
+            self.ex.event(t, *out.event)
+        if out.job_action in ("terminate", "disable") and job["spec"].get("onTaskFailure") == "performexitoptionsjobaction":
+            if out.job_action == "terminate":
+                self._terminate_requests.add(key(ns, job["metadata"]["name"]))
+            else:
+                await self.ex.patch_object("jobs", ns, job["metadata"]["name"], {"spec": {"desiredState": "disabled", "disableTasks": "wait"}})
+
+    async def _create_task_pod(self, t: dict, st: dict, job: dict) -> None:
+        """Create the current attempt's pod(s), once the job's preparation task allows it."""
+        s = self.store
+        ns = t["metadata"]["namespace"]
+        ni = st.get("nodeInfo") or {}
+        c = s.cnodes.get(key(ns, ni.get("nodeId", "")))
+        pool = s.pools.get(key(ns, ni.get("poolId", "")))
+        if not c or not pool:
+            return
+        prep = await self.ensure_prep(job, c, pool)
+        if prep == "failed":
+            await self._stop_tasks({key(ns, t["metadata"]["name"])}, "requeue",
+                                   f"the job preparation task failed on node {c['metadata']['name']}")
+            return
+        if prep == "pending" and job["spec"]["jobPreparationTask"].get("waitForSuccess", True):
+            return   # stays `preparing`; the preparation pod's end brings it back here
+        attempt = int(st.get("attempt", 1))
+        subtasks = [x for x in st.get("subtasks") or [] if x.get("id", 0)]
+        gang = bool(subtasks)
+        env = self.prep_env(job, self._placement(pool, c))
+        placements = [(0, c, None)] + [(x["id"], s.cnodes.get(key(ns, x["nodeName"])), x["podName"]) for x in subtasks]
+        multi = t["spec"].get("multiInstanceSettings") or {}
+        coordination = multi.get("coordinationCommandLine")
+        resource_files = await self._expanded_resource_files(t["spec"].get("resourceFiles"))
+        common: list[dict] = []
+        if gang:   # every instance, the primary too, gets the common ones (in the task directory)
+            common = rfiles.into_task_dir(await self._expanded_resource_files(multi.get("commonResourceFiles")))
+        for idx, cn, pod_name in placements:
+            if cn is None:
+                continue
+            placement = self._placement(pool, cn)
+            extra = dict(env)
+            if gang:
+                root = pods.node_root_dir(placement)
+                tid = t["spec"].get("id") or t["metadata"]["name"]
+                extra.update({"AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if idx == 0 else "false",
+                              "AZ_BATCH_TASK_SHARED_DIR": f"{root}/workitems/{job['metadata']['name']}/job-1/{tid}/shared"})
+            pod = pods.task_pod(task=t, job=job, pool_spec=pool["spec"], placement=placement, attempt=attempt,
+                                owner=pods.owner_reference(t), extra_env=extra, pod_name=pod_name,
+                                service_account=self.job_manager_account(job, t),
+                                coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
+                                resource_files=[*common, *(resource_files or [])] if idx == 0 else common,
+                                tools_image=self.settings.tools_image)
+            if await self.clear_stale_pod(pod):
+                continue
+            res = await self.ex.create_pod(pod)
+            if res:
+                s.put_pod(res)
+
+    async def _expanded_resource_files(self, resource_files: list[dict] | None) -> list[dict] | None:
+        """Resource files with every storageContainerUrl listed (IO here; pods stay pure).
+        A listing failure becomes the task's preprocessing error through its init container."""
+        listings: dict = {}
+        for url, prefix in rfiles.container_listing_wanted(resource_files):
+            try:
+                from azure.core.exceptions import HttpResponseError
+                from azure.storage.blob.aio import ContainerClient
+
+                async def _names() -> list[str]:
+                    async with ContainerClient.from_container_url(url, retry_total=1, connection_timeout=10, read_timeout=30) as cc:
+                        return [b.name async for b in cc.list_blobs(name_starts_with=prefix or None)]
+                listings[(url, prefix)] = await asyncio.wait_for(_names(), 90)
+            except HttpResponseError as e:
+                listings[(url, prefix)] = f"listing the container failed: HTTP {e.status_code} {e.reason or ''} {getattr(e, 'error_code', None) or ''}".strip()
+            except Exception as e:   # noqa: BLE001 - any failure is the task's preprocessing error
+                listings[(url, prefix)] = f"listing the container failed: {type(e).__name__}: {e}"[:500]
+        return rfiles.expand_resource_files(resource_files, listings) if listings else resource_files
+
+    def _own_pod(self, t: dict, name: str | None):
+        """The record of the task's pod `name`, unless that pod belongs to an earlier Task of
+        the same name (deleted and applied again while its pods still terminate)."""
+        rec = self.store.pods.get(key(t["metadata"]["namespace"], name or ""))
+        return rec if rec and rec.owned_by(t["metadata"].get("uid")) else None
+
+    async def _publish_host_list(self, t: dict, st: dict) -> list[str] | None:
+        """Once every instance of a gang has a pod IP, write the host list (primary first) on
+        each instance's pod; their wrappers wait for it (a downward-API file) before the
+        coordination command starts. The annotation is the record: idempotent after a restart.
+        Returns the instances' addresses in subtask order, or None while some have none."""
+        ns = t["metadata"]["namespace"]
+        subtasks = st.get("subtasks") or []
+        names = [x.get("podName") for x in subtasks]
+        recs = [self._own_pod(t, n) for n in names]
+        if not recs or any(r is None or not r.view.pod_ip for r in recs):
+            return None
+        ips = [r.view.pod_ip for r in recs]
+        hosts = ",".join(ips)
+        for name, r in zip(names, recs):
+            if r.view.host_list != hosts and not r.view.deleting:
+                await self.ex.patch_pod(ns, name, {"metadata": {"annotations": {naming.ANNOTATION_HOST_LIST: hosts}}})
+        return ips
+
+    async def _delete_subtask_pods(self, t: dict, st: dict) -> None:
+        for sub in st.get("subtasks") or []:
+            if sub.get("id", 0) and sub.get("podName"):
+                await self.ex.delete_pod(t["metadata"]["namespace"], sub["podName"], grace=0)
+
+    def _note_retention(self, tk: str, t: dict, st: dict) -> None:
+        """Remember when a completed task's retention ends (a heap: no scan of old tasks)."""
+        if tk in self._retention_known or any(c.get("type") == "Retained" and c.get("status") == "False"
+                                              for c in st.get("conditions") or []):
+            return
+        keep = seconds((t["spec"].get("constraints") or {}).get("retentionTime")) or 7 * 86400
+        end = parse_time((st.get("executionInfo") or {}).get("endTime")) or clock.time()
+        heapq.heappush(self._retention_due, (end + keep, tk))
+        self._retention_known.add(tk)
+
+    async def expire_retention(self) -> None:
+        """retentionTime: delete the task's pod and, on a real node, its task directory. An
+        entry leaves the heap only once its cleanup is done; a failed or unfinished one
+        comes back RETENTION_RETRY seconds later (a pod or a directory is never left behind)."""
+        now = clock.time()
+        again = []
+        while self._retention_due and self._retention_due[0][0] <= now:
+            _, tk = heapq.heappop(self._retention_due)
+            t = self.store.tasks.get(tk)
+            if t is None:
+                self._retention_known.discard(tk)
+            elif await self._safely(f"retention:{tk}", self._expire(t)):
+                self._retention_known.discard(tk)
+            else:
+                again.append((now + RETENTION_RETRY, tk))
+        for item in again:
+            heapq.heappush(self._retention_due, item)
+
+    async def _expire(self, t: dict) -> bool:
+        """One step of a task's retention cleanup; True once everything is gone."""
+        s = self.store
+        st = t.get("status") or {}
+        ns = t["metadata"]["namespace"]
+        ni = st.get("nodeInfo") or {}
+        c = s.cnodes.get(key(ns, ni.get("nodeId", "")))
+        pool = s.pools.get(key(ns, ni.get("poolId", "")))
+        knode = s.knodes.get(ni.get("nodeName", ""))
+        if c and pool and knode and (knode["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) != "fake" \
+                and ni.get("taskRootDirectory"):
+            phase = await self._remove_dirs(self._placement(pool, c), [ni["taskRootDirectory"]],
+                                            f"task-{t['metadata']['uid']}-{st.get('attempt')}", owner=pods.owner_reference(t))
+            if phase not in ("Succeeded", "Failed"):
+                return False
+        for sub in [st.get("podName")] + [x.get("podName") for x in st.get("subtasks") or []]:
+            if sub:
+                await self.ex.delete_pod(ns, sub)
+        conds = [c2 for c2 in st.get("conditions") or [] if c2.get("type") != "Retained"]
+        conds.append(condition("Retained", False, "RetentionTimeExpired",
+                               "the task's pod and directory were removed after constraints.retentionTime"))
+        await self.ex.patch_status("tasks", t, {"conditions": conds})
+        return True
