@@ -2,6 +2,7 @@
 run the operator as a real process (so tests can SIGKILL it)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -115,7 +116,14 @@ class OperatorProcess:
         self.log_path = LOG_DIR / f"{name}.log"
 
     def start(self) -> "OperatorProcess":
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PODBATCH_METRICS_PORT": "0", **self.env}
+        # Operators serving the same namespaces share a Lease (only one acts), others do not
+        # (test sessions side by side never wait on each other). The identity is the process's
+        # name, stable across restarts: a SIGKILLed one takes its Lease back at once, as a
+        # restarted container does.
+        served = self.env.get("PODBATCH_NAMESPACES", "")
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PODBATCH_METRICS_PORT": "0",
+               "PODBATCH_LEASE_NAME": "podbatch-" + hashlib.sha1(served.encode()).hexdigest()[:12],
+               "PODBATCH_LEADER_IDENTITY": self.name, **self.env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "podbatch.controllers.run"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

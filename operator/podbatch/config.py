@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     leader_election: bool = Field(True, description=(
         "hold a coordination.k8s.io Lease so that one operator acts at a time; off only when a single "
         "operator is certain"))
+    leader_identity: str = Field("", description=(
+        "who holds the Lease; empty = host name, process id and a random suffix. A stable identity "
+        "(the chart sets the pod name) lets a restarted operator take its own Lease back at once "
+        "instead of waiting for it to expire; never give two running operators the same one"))
     lease_name: str = Field("podbatch-operator", min_length=1, description="name of the leader-election Lease")
     lease_namespace: str = Field("", description=(
         "namespace of the Lease; empty = the operator's own namespace in a cluster, else default"))

@@ -144,6 +144,10 @@ class JobSpec(SpecModel):
     disable_tasks: Literal["requeue", "terminate", "wait"] = "requeue"
     """What happens to running tasks when the job is disabled."""
     terminate_reason: Optional[str] = None
+    ttl_seconds_after_finished: Optional[Annotated[int, Field(ge=0)]] = None
+    """Not in Azure Batch (a completed Batch job stays until deleted); as Kubernetes' Job
+    field of the same name: the Job, its Tasks and their pods are deleted this many seconds
+    after the job completed. Unset: kept until deleted."""
 
     @model_validator(mode="after")
     def _checks(self) -> "JobSpec":

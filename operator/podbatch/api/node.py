@@ -27,7 +27,7 @@ from podbatch.api.common import (
 
 ComputeNodeState = Literal[
     "creating", "starting", "waitingforstarttask", "starttaskfailed", "idle", "running",
-    "offline", "rebooting", "reimaging", "leavingpool", "unusable", "preempted",
+    "offline", "rebooting", "reimaging", "leavingpool", "unusable", "unknown", "preempted",
 ]
 
 

@@ -157,6 +157,7 @@ class NodeCounts(StatusModel):
     reimaging: int = 0
     leaving_pool: int = 0
     unusable: int = 0
+    unknown: int = 0
     total: int = 0
 
 

@@ -192,6 +192,10 @@ class TaskStatus(StatusModel):
     attempt: int = 0
     """Number of the current (or last) pod attempt, from 1."""
     pod_name: Optional[str] = None
+    stopping_pods: Optional[list[str]] = None
+    """Pods of the previous attempt that were told to stop and may still run. The next
+    attempt is started only once each of them is gone or has ended (or its node is lost
+    past its grace), so two attempts of a task never run at the same time."""
     subtasks: Optional[list[SubtaskInfo]] = None
     handled_reactivate_request_id: Optional[str] = None
     conditions: Optional[list[Condition]] = conditions_field()

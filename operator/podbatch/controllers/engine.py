@@ -55,6 +55,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         self._last_node_states: dict[str, tuple] = {}
         self._replan: set[str] = set()                # pools to plan again next pass (deferred pending reasons)
         self._cnode_pool: dict[str, str] = {}
+        self._node_state_by_name: dict[str, str] = {}   # Node name -> its compute node's state
         self._retention_due: list[tuple[float, str]] = []   # (when, task) heap
         self._retention_known: set[str] = set()
         self.heartbeat = clock.monotonic()            # end of the last pass (the liveness probe reads it)

@@ -79,13 +79,17 @@ class Backoff:
 class Executor:
     def __init__(self, kube, store: Store) -> None:
         self.kube, self.store = kube, store
-        self.leading = True          # set by leader election (handlers.py); always True without it
+        self.is_leader = lambda: True   # leader election (handlers.py) puts its own check here
         self.backoff = Backoff()
         self.writes = 0
         self._events: set[asyncio.Task] = set()
 
+    @property
+    def leading(self) -> bool:
+        return self.is_leader()
+
     def _gate(self) -> None:
-        if not self.leading:
+        if not self.is_leader():
             raise NotLeader("not the leader: this replica writes nothing")
         self.writes += 1
         metrics.API_WRITES.inc()

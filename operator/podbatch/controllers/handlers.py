@@ -18,6 +18,8 @@ from podbatch.config import Settings
 from podbatch.controllers import clock
 from podbatch.controllers.engine import Engine
 from podbatch.controllers.kube import Kube
+from podbatch.controllers.leader import LeaderElection
+from podbatch.controllers import sync
 from podbatch.controllers.store import Store
 from podbatch.core import naming
 
@@ -30,6 +32,8 @@ LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"   # kopf's default, us
 _engine: Engine | None = None
 _engine_task: asyncio.Task | None = None
 _kube: Kube | None = None
+_election: LeaderElection | None = None
+_election_task: asyncio.Task | None = None
 
 
 def _record(plural: str, put):
@@ -94,7 +98,7 @@ class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_) -> None:
-    global _engine, _engine_task, _kube
+    global _engine, _engine_task, _kube, _election, _election_task
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = _PoolsOnlyDiffBase(prefix=GROUP, key="last-handled-configuration")
@@ -105,6 +109,16 @@ async def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.execution.max_workers = 4
     kube = _kube = await Kube.connect(SETTINGS.api_concurrency)
     engine = _engine = Engine(STORE, kube, SETTINGS)
+    if SETTINGS.leader_election:
+        # its own client, so that engine writes never starve the Lease renewals
+        lease_api = (await Kube.connect(2)).api
+        _election = LeaderElection.from_settings(
+            SETTINGS, api_client=lease_api, identity=SETTINGS.leader_identity or None,
+            # a new term lists everything again: another leader may have written meanwhile
+            on_started_leading=lambda: (STORE.relisted.update(sync.KINDS), STORE.changed.set()),
+            on_stopped_leading=lambda: log.warning("not the leader any more: writing nothing"))
+        engine.ex.is_leader = lambda: _election.is_leader
+        _election_task = asyncio.create_task(_election.run(), name="podbatch-leader")
     _engine_task = asyncio.create_task(engine.run(), name="podbatch-engine")
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
@@ -129,11 +143,19 @@ def engine_alive(**_) -> str:
 async def stop(**_) -> None:
     if _engine_task:
         _engine_task.cancel()
+    if _election_task:   # stops leading, then releases the Lease so a standby takes over at once
+        _election_task.cancel()
+        try:
+            await _election_task
+        except (asyncio.CancelledError, Exception):
+            pass
 
 
 @kopf.on.delete(GROUP, VERSION, "pools")
 async def drain_pool(body, **_) -> None:
     """Keep the Pool (its finalizer) until every node is released or deleted."""
+    if _election is not None and not _election.is_leader:
+        raise kopf.TemporaryError("not the leader: the leader releases this pool's nodes", delay=5)
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     STORE.dirty_pools.add(f"{ns}/{name}")
     STORE.changed.set()

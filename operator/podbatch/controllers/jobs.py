@@ -14,8 +14,26 @@ from podbatch.core.tasks import PREPARING, RUNNING
 
 class Jobs:
     def _jobs_with_timers(self) -> set[str]:
-        return {k for k, j in self.store.jobs.items()
-                if (j["spec"].get("constraints") or {}).get("maxWallClockTime") and (j.get("status") or {}).get("state") not in ("completed",)}
+        """Jobs a pass must look at although nothing changed: a wall-clock limit running, or a
+        completed job waiting for its ttlSecondsAfterFinished."""
+        out = set()
+        for k, j in self.store.jobs.items():
+            done = (j.get("status") or {}).get("state") == "completed"
+            if (not done and (j["spec"].get("constraints") or {}).get("maxWallClockTime")) or \
+                    (done and j["spec"].get("ttlSecondsAfterFinished") is not None and not j["metadata"].get("deletionTimestamp")):
+                out.add(k)
+        return out
+
+    async def expire_finished_job(self, job: dict) -> bool:
+        """ttlSecondsAfterFinished: delete a completed job (its Tasks and pods go with it, by
+        their owner references) once the time has passed. True when it was deleted."""
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        end = parse_time(((job.get("status") or {}).get("executionInfo") or {}).get("endTime"))
+        if ttl is None or end is None or job["metadata"].get("deletionTimestamp") or clock.time() < end + int(ttl):
+            return False
+        await self.ex.delete_object("jobs", job["metadata"]["namespace"], job["metadata"]["name"])
+        self.ex.event(job, "Normal", "JobExpired", f"deleted {ttl}s after it completed (ttlSecondsAfterFinished)")
+        return True
 
     async def ensure_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
         """Create the job's auto pool (autoPoolSpecification) unless it exists. It is owned by
@@ -55,6 +73,8 @@ class Jobs:
         ns = meta["namespace"]
         jk = key(ns, meta["name"])
         status = job.get("status") or {}
+        if meta.get("deletionTimestamp") or await self.expire_finished_job(job):
+            return   # going: its tasks stop and go with it (tasks.py, _orphaned)
         invalid = self._validate(job)
         if not invalid and status.get("state") not in ("completed", "terminating"):
             await self.ensure_job_manager(job)
@@ -62,7 +82,7 @@ class Jobs:
         running: set[str] = set()
         for tk in s.tasks_by_job.get(jk, ()):
             t = s.tasks.get(tk)
-            if not t:
+            if not t or not jobcore.belongs_to(t, job):
                 continue
             st = t.get("status") or {}
             jobcore.add_task(counts, slots, st.get("state"), (st.get("executionInfo") or {}).get("result"),

@@ -25,7 +25,9 @@ from podbatch.metrics import API_ERRORS
 
 log = logging.getLogger("podbatch.kube")
 MERGE = "application/merge-patch+json"
-REQUEST_TIMEOUT = 30.0
+# Short against the leader's safety margin (lease duration minus renew deadline): a write
+# sent by a leader about to be deposed cannot hang on and land long after.
+REQUEST_TIMEOUT = 15.0
 # what list_kind lists: the podbatch kinds, podbatch's pods, and Nodes
 CORE_KINDS = ("pods", "nodes")
 

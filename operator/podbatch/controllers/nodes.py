@@ -4,7 +4,7 @@ scheduling. Step 2 of a pass."""
 from __future__ import annotations
 
 from podbatch.controllers import clock
-from podbatch.controllers.status import changed_keys, node_address, node_ready, now_iso
+from podbatch.controllers.status import changed_keys, node_address, node_condition, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
 from podbatch.core import naming, pods
 from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
@@ -27,9 +27,25 @@ class Nodes:
             got = None
             if not self.ex.backoff.waiting(f"node:{ck}"):
                 got = await self._safely(f"node:{ck}", self.reconcile_node(ck, c, inflight.get(ck, set())))
-            view[ck] = got or ((c.get("status") or {}).get("state", "unusable"), False, c)
+            # a node whose reconcile failed keeps its last state; never "lost" for that alone
+            view[ck] = got or ((c.get("status") or {}).get("state", "unknown"), False, c)
         self._inflight = inflight
+        self._node_state_by_name = {v[2]["spec"]["nodeName"]: v[0] for v in view.values()}
         return view
+
+    async def _lower_target_once(self, pool: dict, cnode_spec: dict, request_id: str) -> None:
+        """Removing a node lowers its pool's target by one, as in Batch (or the node would come
+        right back) — exactly once per request: the request id is recorded on the Pool in the
+        same write, on the Pool's version read (a 409 re-reads it), so neither a crash before
+        the ComputeNode records the request nor a second writer lowers it twice."""
+        field = "targetDedicatedNodes" if cnode_spec.get("isDedicated", True) else "targetLowPriorityNodes"
+        done = ((pool["metadata"].get("annotations") or {}).get(naming.ANNOTATION_REMOVALS) or "").split(",")
+        target = int(pool["spec"].get(field, 0))
+        if request_id in done or target <= 0 or pool["spec"].get("enableAutoScale"):
+            return
+        kept = ",".join([r for r in done if r][-20:] + [request_id])
+        await self.ex.patch_object("pools", pool, patch={"metadata": {"annotations": {naming.ANNOTATION_REMOVALS: kept}},
+                                                         "spec": {field: target - 1}}, precondition=True)
 
     async def reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
         s = self.store
@@ -38,7 +54,7 @@ class Nodes:
         pool = s.pools.get(key(ns, spec["poolName"]))
         knode = s.knodes.get(spec["nodeName"])
         if pool is None:
-            return status.get("state", "unusable"), False, c
+            return status.get("state", "unknown"), False, c
         handled = dict(status.get("handledRequests") or {})
         start = pool["spec"].get("startTask") or {}
         wait = start.get("waitForSuccess", True) if start.get("commandLine") else True
@@ -58,10 +74,7 @@ class Nodes:
                 await self._stop_tasks(tasks, option, f"node {op} requested")
                 if op == "remove":
                     # as in Batch, removing nodes lowers the pool's target, or the node would come right back
-                    field = "targetDedicatedNodes" if spec.get("isDedicated", True) else "targetLowPriorityNodes"
-                    target = int(pool["spec"].get(field, 0))
-                    if target > 0 and not pool["spec"].get("enableAutoScale"):
-                        await self.ex.patch_object("pools", ns, spec["poolName"], {"spec": {field: target - 1}})
+                    await self._lower_target_once(pool, spec, req["requestId"])
                     prov = provider_for(pool, self.ex)
                     if knode:
                         await self._release(pool, prov, knode, c)
@@ -132,7 +145,10 @@ class Nodes:
                                                    "message": f"The start task exited with code {rec.view.exit_code}"}
                         self.ex.event(c, "Warning", "StartTaskFailed", f"start task exited {rec.view.exit_code} on {spec['nodeName']}")
                     info = {**info, **{k: v for k, v in new_info.items() if v is not None}}
+        since = parse_time((node_condition(knode, "Ready") or {}).get("lastTransitionTime"))
         facts = NodeFacts(exists=knode is not None, ready=ready, ever_ready=bool(status.get("lastBootTime")),
+                          not_ready_seconds=max(0.0, clock.time() - since) if since and ready != "True" else 0.0,
+                          lost_grace=self.settings.node_lost_grace_seconds,
                           prep_phase=prep_phase if rebooting == "" else "", prep_failed_for_good=failed_for_good,
                           wait_for_success=wait, scheduling_enabled=sched_enabled, running_tasks=len(tasks),
                           rebooting=rebooting if rebooting and tasks else "")
@@ -140,7 +156,8 @@ class Nodes:
         if rebooting and not tasks and prep_phase != "Succeeded":
             state = rebooting
         if state == "unusable" and tasks:
-            await self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} is not ready", force=True)
+            await self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} was not ready for longer than "
+                                   f"{self.settings.node_lost_grace_seconds:.0f}s (PODBATCH_NODE_LOST_GRACE_SECONDS)", force=True)
         addr = node_address(knode)
         new = {"state": state, "schedulingState": "enabled" if sched_enabled else "disabled",
                "runningTasksCount": len(tasks),

@@ -63,7 +63,7 @@ class Pools:
         # status
         states = [((c.get("status") or {}).get("state") or "creating") for c in cnodes.values() if c["spec"]["nodeName"] in member_names]
         counts = {k: 0 for k in ("creating", "starting", "waitingForStartTask", "startTaskFailed", "idle", "running",
-                                 "offline", "rebooting", "reimaging", "leavingPool", "unusable")}
+                                 "offline", "rebooting", "reimaging", "leavingPool", "unusable", "unknown")}
         camel = {"waitingforstarttask": "waitingForStartTask", "starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool"}
         for st in states:
             ck = camel.get(st, st)

@@ -43,14 +43,14 @@ class Scheduling:
             pool_body = s.pools.get(pk)
             for tk in s.active_by_job.get(jk, ()):
                 t = s.tasks.get(tk)
-                if not t:
+                if not t or not jobcore.belongs_to(t, j):
                     continue
                 st = t.get("status") or {}
                 state = st.get("state")
                 if state not in (None, ACTIVE) or any(c.get("reason") == "InvalidSpec" and c.get("status") == "False" for c in st.get("conditions") or []):
                     continue
-                if t["spec"].get("desiredState") == "terminated":
-                    continue
+                if t["spec"].get("desiredState") == "terminated" or st.get("stoppingPods"):
+                    continue   # (the previous attempt's pods must be gone before the next is bound)
                 deps = t["spec"].get("dependsOn")
                 if deps and j["spec"].get("usesTaskDependencies"):
                     if ids is None:

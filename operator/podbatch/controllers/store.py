@@ -174,6 +174,7 @@ class Store:
         # (and so a replan of its pool over every queued task) is not woken for it.
         quiet = (not deleted and old is not None and old.get("spec") == body.get("spec")
                  and (old.get("status") or {}).get("state") == (body.get("status") or {}).get("state")
+                 and (old.get("status") or {}).get("stoppingPods") == (body.get("status") or {}).get("stoppingPods")
                  and old["metadata"].get("deletionTimestamp") == body["metadata"].get("deletionTimestamp"))
         if deleted:
             if old is not None and _rv(old) > _rv(body) and _rv(body):
@@ -241,6 +242,10 @@ class Store:
             pool = key(meta["namespace"], labels.get(naming.LABEL_POOL, ""))
             self.dirty_pools.add(pool)
         self._touch()
+
+    def was_deleted(self, ns: str, name: str | None) -> bool:
+        """Whether this pod was seen deleted (since this process started)."""
+        return bool(name) and key(ns, name) in self._gone["pods"]
 
     def forget_pod(self, ns: str, name: str) -> None:
         """The API server answered 404 for this pod: it is gone, whatever the watch says later."""

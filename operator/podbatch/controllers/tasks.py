@@ -13,6 +13,8 @@ from podbatch.controllers.store import key
 from podbatch.core import files as rfiles
 from podbatch.core import naming, pods
 from podbatch.core.durations import seconds
+from podbatch.core.jobs import job_owner_uid
+from podbatch.core.nodes import node_lost
 from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, Outcome, complete, new_attempt, observe_attempt
 
 # A task's `running` is written once its pod has run this long: a task that ends sooner
@@ -23,7 +25,14 @@ RETENTION_RETRY = 10.0
 
 class Tasks:
     async def _stop_tasks(self, tasks: set[str], option: str, why: str, force: bool = False) -> None:
-        """requeue: back to the queue without using a retry; terminate: completed, failed."""
+        """requeue: back to the queue without using a retry; terminate: completed, failed.
+
+        Two phases, so attempts never overlap: the status write records the next attempt
+        together with the old attempt's pods that may still run (`stoppingPods`); then they
+        are deleted (gracefully: the task gets SIGTERM and its grace period). The next
+        attempt is bound only once they are seen gone (`_wait_for_stopping_pods`). A crash
+        between the two writes leaves the pods recorded, so the next pass deletes them.
+        `force`: the node is fenced (lost past its grace): its pods cannot be running."""
         for tk in list(tasks):
             t = self.store.tasks.get(tk)
             if not t:
@@ -31,17 +40,83 @@ class Tasks:
             st = t.get("status") or {}
             if st.get("state") not in (PREPARING, RUNNING):
                 continue
+            primary = self._own_pod(t, st.get("podName"))
+            if primary is not None and primary.view.phase in ("Succeeded", "Failed"):
+                self.store.dirty_tasks.add(tk)   # it ended on its own: its outcome is recorded instead
+                continue
+            live = [] if force else self._live_pods(t, self._attempt_pods(st))
             if option == "terminate":
                 new = complete(st, now=now_iso(), exit_code=None, result="failure",
                                failure={"category": "servererror", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
             else:
-                new = new_attempt(st, now=now_iso(), kind="requeue", reason=why)
+                new = new_attempt(st, now=now_iso(), kind="requeue", reason=why, stopping=live)
                 metrics.TASK_REQUEUES.inc()
-            # status first: the old attempt is no longer current, then its pod goes
             await self.ex.patch_status("tasks", t, new)
-            if st.get("podName"):
-                await self.ex.delete_pod(t["metadata"]["namespace"], st["podName"], grace=0 if force else None)
+            for name in self._attempt_pods(st):
+                await self.ex.delete_pod(t["metadata"]["namespace"], name, grace=0 if force else None)
             self.ex.event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why)
+
+    async def _adopt(self, t: dict, job: dict) -> None:
+        """Give the Task an ownerReference to its Job: deleting the Job then deletes its Tasks
+        and their pods (the garbage collector), and a later Job of the same name never takes
+        over this one (its uid differs)."""
+        refs = [r for r in t["metadata"].get("ownerReferences") or [] if r.get("kind") != "Job"]
+        await self.ex.patch_object("tasks", t, patch={"metadata": {"ownerReferences": [
+            *refs, pods.owner_reference(job, controller=True)]}}, precondition=True)
+
+    async def _orphaned(self, t: dict, st: dict) -> None:
+        """A Task of a deleted Job: its pods are stopped (they hold slots), then the Task is
+        deleted (the garbage collector would too, later)."""
+        ns = t["metadata"]["namespace"]
+        live = self._live_pods(t, self._attempt_pods(st) + list(st.get("stoppingPods") or []))
+        for name in live:
+            rec = self._own_pod(t, name)
+            if rec is not None and not rec.view.deleting:
+                await self.ex.delete_pod(ns, name)
+        if not t["metadata"].get("deletionTimestamp"):
+            await self.ex.delete_object("tasks", ns, t["metadata"]["name"])
+
+    @staticmethod
+    def _attempt_pods(st: dict) -> list[str]:
+        """The pods of the task's current attempt: the primary and any gang instances."""
+        names = [st.get("podName")] + [x.get("podName") for x in st.get("subtasks") or [] if x.get("id", 0)]
+        return [n for n in names if n]
+
+    def _live_pods(self, t: dict, names: list[str]) -> list[str]:
+        """Those of `names` that may still run: the pod exists (even terminating), has not
+        ended, and its node is not fenced."""
+        out = []
+        for name in names:
+            rec = self._own_pod(t, name)
+            if rec is None or rec.view.phase in ("Succeeded", "Failed"):
+                continue
+            if self._node_fenced(rec.view.node_name):
+                continue
+            out.append(name)
+        return out
+
+    def _node_fenced(self, node_name: str) -> bool:
+        """A Node that is gone, or whose compute node is lost past its grace: nothing runs there
+        that the API can still stop, and nothing there can still write results."""
+        if not node_name:
+            return False
+        if node_name not in self.store.knodes:
+            return True
+        state = self._node_state_by_name.get(node_name)
+        return state == "unusable"
+
+    async def _wait_for_stopping_pods(self, t: dict, st: dict) -> None:
+        """Phase two of a stop: delete the old attempt's pods again if needed (a crash may have
+        come between the two writes), and clear `stoppingPods` once none of them can run; the
+        scheduler binds the next attempt only then."""
+        ns = t["metadata"]["namespace"]
+        live = self._live_pods(t, st["stoppingPods"])
+        for name in live:
+            rec = self._own_pod(t, name)
+            if rec is not None and not rec.view.deleting:
+                await self.ex.delete_pod(ns, name)
+        if not live:
+            await self.ex.patch_status("tasks", t, {"stoppingPods": None})
 
     async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
         touched_jobs: set[str] = set()
@@ -61,6 +136,12 @@ class Tasks:
         ns = t["metadata"]["namespace"]
         job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
         state = st.get("state")
+        owner = job_owner_uid(t)
+        if owner and (job is None or job["metadata"]["uid"] != owner or job["metadata"].get("deletionTimestamp")):
+            await self._orphaned(t, st)   # its Job was deleted: the task stops and goes with it
+            return True
+        if job is not None and not owner:
+            await self._adopt(t, job)
         if not state:
             # A new task is `active` without a write of its own: its first status write is its
             # binding (or its pending reason), which saves one API write per task.
@@ -98,12 +179,15 @@ class Tasks:
         if state == COMPLETED:
             self._note_retention(tk, t, st)
             return True
+        if st.get("stoppingPods"):
+            await self._wait_for_stopping_pods(t, st)
+            return True
         if state not in (PREPARING, RUNNING) or job is None:
             return True
         pod_rec = self._own_pod(t, st.get("podName"))
         cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
         gang_nodes = [cnode_key] + [key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0)]
-        lost = any(node_view.get(n, ("unusable", False, None))[0] == "unusable" or n not in s.cnodes for n in gang_nodes)
+        lost = any(node_lost(node_view.get(n, ("unknown", False, None))[0], n in s.cnodes) for n in gang_nodes)
         view = pod_rec.view if pod_rec else None
         failed_instance = None
         if len(gang_nodes) > 1:   # Batch: an instance that fails fails the task (retried as a whole)
@@ -115,7 +199,12 @@ class Tasks:
             else:
                 failed_instance = None
         out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
-                                       pod=view, now=now, node_lost=lost)
+                                       pod=view, now=now, node_lost=lost,
+                                       pod_deleted=pod_rec is None and s.was_deleted(ns, st.get("podName")))
+        if out.status.get("state") == ACTIVE and int(out.status.get("attempt") or 0) > int(st.get("attempt") or 0) \
+                and not lost:
+            # a new attempt: the old one's pods that may still run are recorded until seen gone
+            out.status["stoppingPods"] = self._live_pods(t, self._attempt_pods(st)) or None
         if failed_instance and out.status.get("state") in (ACTIVE, COMPLETED) and st.get("podName"):
             await self.ex.delete_pod(ns, st["podName"], grace=0)   # the primary goes with the gang
         if out.status.get("state") == RUNNING and st.get("state") == PREPARING and len(gang_nodes) == 1 \

@@ -37,6 +37,21 @@ def pool_id_of(job: dict) -> str:
     return auto[0] if auto else ""
 
 
+def job_owner_uid(task: dict) -> str | None:
+    """The uid of the Job that adopted this Task (its ownerReference), None before adoption."""
+    for ref in (task.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and str(ref.get("apiVersion", "")).startswith("podbatch.io/"):
+            return ref.get("uid")
+    return None
+
+
+def belongs_to(task: dict, job: dict) -> bool:
+    """Whether a Task (naming the job in spec.jobName) is this Job's: adopted by it, or not
+    adopted yet. A Task adopted by an earlier Job of the same name is not."""
+    owner = job_owner_uid(task)
+    return owner is None or owner == (job.get("metadata") or {}).get("uid")
+
+
 def empty_counts() -> dict[str, int]:
     return dict.fromkeys(COUNT_KEYS, 0)
 

@@ -16,6 +16,7 @@ LABEL_NODE = f"{GROUP}/node"            # ComputeNode name
 LABEL_LOW_PRIORITY = f"{GROUP}/low-priority"
 ANNOTATION_FAKE_NODE = "kwok.x-k8s.io/node"
 ANNOTATION_HOST_LIST = f"{GROUP}/host-list"   # on a gang's pods: the instances' pod IPs, primary first
+ANNOTATION_REMOVALS = f"{GROUP}/removed-nodes"   # on a Pool: node-removal requests that already lowered its target
 TAINT_POOL = f"{GROUP}/pool"
 FINALIZER = f"{GROUP}/finalizer"
 SIM_PREFIX = "sim.podbatch.io/"

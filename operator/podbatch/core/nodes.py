@@ -18,15 +18,23 @@ class NodeFacts:
     running_tasks: int
     leaving: bool = False        # being removed from the pool
     rebooting: str = ""          # "rebooting" | "reimaging" while a reboot/reimage is under way
+    not_ready_seconds: float = 0.0   # how long the Node has not been Ready
+    lost_grace: float = 300.0        # how long a NotReady node may be out of touch before it counts as lost
 
 
 def node_state(f: NodeFacts) -> str:
+    """The Batch node state. A node that was usable and stopped reporting Ready is `unknown`
+    (as Batch shows a node it lost contact with) for `lost_grace` seconds: its tasks stay
+    where they are, since their processes may well still run there. Only after the grace
+    is it `unusable`, and only then are its tasks requeued (`node_lost`)."""
     if f.leaving:
         return "leavingpool"
     if not f.exists:
         return "creating"
     if f.ready != "True":
-        return "unusable" if f.ever_ready else "creating"
+        if not f.ever_ready:
+            return "creating"
+        return "unusable" if f.not_ready_seconds >= f.lost_grace else "unknown"
     if f.rebooting:
         return f.rebooting
     if f.prep_failed_for_good:
@@ -46,3 +54,9 @@ def _work_state(f: NodeFacts) -> str:
 
 def is_schedulable(state: str, scheduling_enabled: bool) -> bool:
     return state in SCHEDULABLE_STATES and scheduling_enabled
+
+
+def node_lost(state: str | None, exists: bool) -> bool:
+    """Whether the tasks of a compute node in `state` may be started elsewhere: the node is
+    gone, or out of touch past its grace (fenced). `unknown` is not lost: its pods may run."""
+    return not exists or state == "unusable"

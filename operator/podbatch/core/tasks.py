@@ -31,6 +31,7 @@ class PodView:
     deleting: bool = False
     host_ip: str = ""
     pod_ip: str = ""
+    node_name: str = ""                          # spec.nodeName: where it runs (or ran)
     host_list: str = ""                          # the gang's host list, once podbatch published it
     preprocessing_failure: dict | None = None   # failureInfo of a failed resource-file download
     upload_error: str = ""                      # why an output-file upload failed
@@ -58,7 +59,7 @@ def pod_view(pod: dict) -> PodView:
                    message=status.get("message", ""), exit_code=exit_code, container_reason=creason,
                    started_at=started or status.get("startTime"), finished_at=finished,
                    deleting=bool(pod["metadata"].get("deletionTimestamp")), host_ip=status.get("hostIP", ""),
-                   pod_ip=status.get("podIP") or "",
+                   pod_ip=status.get("podIP") or "", node_name=(pod.get("spec") or {}).get("nodeName") or "",
                    host_list=(pod["metadata"].get("annotations") or {}).get(naming.ANNOTATION_HOST_LIST, ""),
                    preprocessing_failure=pre, upload_error=upload)
 
@@ -123,8 +124,11 @@ def _exec(status: dict) -> dict:
     return dict(status.get("executionInfo") or {})
 
 
-def new_attempt(status: dict, *, now: str, kind: str, reason: str) -> dict:
-    """Status for the next attempt after a retry (`kind`='retry') or a requeue ('requeue')."""
+def new_attempt(status: dict, *, now: str, kind: str, reason: str, stopping: list[str] | None = None) -> dict:
+    """Status for the next attempt after a retry (`kind`='retry') or a requeue ('requeue').
+    `stopping`: pods of the old attempt that may still run. They stay recorded in
+    `stoppingPods` until each is seen gone or ended; the scheduler binds the new attempt
+    only then, so two attempts of a task never run at the same time."""
     info = _exec(status)
     if kind == "retry":
         info["retryCount"] = info.get("retryCount", 0) + 1
@@ -135,7 +139,7 @@ def new_attempt(status: dict, *, now: str, kind: str, reason: str) -> dict:
     info.update({"startTime": None, "endTime": None, "exitCode": None, "result": None, "failureInfo": None})
     return {"state": ACTIVE, "previousState": status.get("state"), "stateTransitionTime": now,
             "attempt": status.get("attempt", 0) + 1, "podName": None, "nodeInfo": None,
-            "executionInfo": info, "pendingReason": {"reason": "Requeued" if kind == "requeue" else "Retrying",
+            "stoppingPods": stopping or None, "executionInfo": info, "pendingReason": {"reason": "Requeued" if kind == "requeue" else "Retrying",
                                                      "message": reason, "queuePosition": 0}}
 
 
@@ -150,23 +154,29 @@ def complete(status: dict, *, now: str, exit_code: int | None, result: str, fail
 
 
 def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodView | None, now: str,
-                    node_lost: bool = False) -> Outcome:
-    """Advance a task that has a current attempt (state preparing or running)."""
+                    node_lost: bool = False, pod_deleted: bool = False) -> Outcome:
+    """Advance a task that has a current attempt (state preparing or running).
+
+    What the pod itself says comes first: a pod that ended is the attempt's result even if
+    its node was lost since. `node_lost` means the node is fenced (gone, or out of touch
+    past its grace), so its pods cannot be running: the task is requeued at once.
+    `pod_deleted`: the attempt's pod was seen and then deleted (not merely not made yet)."""
     state = status.get("state")
     out = Outcome()
     if state not in (PREPARING, RUNNING):
         return out
-    if node_lost:
+    ended = pod is not None and pod.phase in ("Succeeded", "Failed")
+    if node_lost and not ended:
         out.status = new_attempt(status, now=now, kind="requeue", reason="the node running the task was lost")
         out.delete_pod, out.force_delete = status.get("podName"), True
         out.event = ("Warning", "TaskRequeued", f"node lost during attempt {status.get('attempt')}; requeued")
         return out
     if pod is None:
-        if state == PREPARING:
+        if state == PREPARING and not pod_deleted:
             out.create_pod = True   # written before its pod: (re)create it, the name makes it safe
         else:
             out.status = new_attempt(status, now=now, kind="requeue", reason="the task's pod was deleted")
-            out.event = ("Warning", "TaskRequeued", "the task's pod disappeared while running; requeued")
+            out.event = ("Warning", "TaskRequeued", f"the task's pod disappeared while {state}; requeued")
         return out
     if pod.phase in ("Pending", "Unknown") and not pod.deleting:
         return out
