@@ -60,6 +60,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         self._retention_known: set[str] = set()
         self.heartbeat = clock.monotonic()            # end of the last pass (the liveness probe reads it)
         self._next_resync = 0.0
+        self._sweep_due = True                        # after the first sync
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -118,6 +119,11 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
             except Exception as e:   # the next relist request or resync tries again
                 log.warning("relist of %s failed: %s", plural, str(e)[:300])
                 self.store.relisted.add(plural)
+        if self._sweep_due or kinds & {"pods", "tasks"}:
+            self._sweep_due = False
+            swept = await self.sweep_stray_pods()
+            if swept:
+                log.info("deleted %d task pods that were no task's current attempt", swept)
 
     async def reconcile(self) -> None:
         s = self.store

@@ -45,6 +45,7 @@ class PodRecord:
     boot: str
     view: PodView
     rv: int = 0
+    task: str = ""        # for a task pod: its Task's key
 
     def owned_by(self, uid: str | None) -> bool:
         """Whether the pod belongs to the object (Task or Job) with this uid, not to an
@@ -220,8 +221,9 @@ class Store:
             self.pods[k] = PodRecord(meta["namespace"], labels, (meta.get("annotations") or {}).get("podbatch.io/boot", ""),
                                      pod_view(body), rv)
         if role == "task":
-            name = (meta.get("annotations") or {}).get("podbatch.io/task-name") or labels.get(naming.LABEL_TASK, "")
-            tkey = key(meta["namespace"], name)
+            tkey = self._task_of_pod(meta, labels)
+            if k in self.pods:
+                self.pods[k].task = tkey
             self.dirty_tasks.add(tkey)
         elif role in ("jobprep", "jobrelease"):
             jkey = key(meta["namespace"], labels.get(naming.LABEL_JOB, ""))
@@ -246,6 +248,11 @@ class Store:
     def was_deleted(self, ns: str, name: str | None) -> bool:
         """Whether this pod was seen deleted (since this process started)."""
         return bool(name) and key(ns, name) in self._gone["pods"]
+
+    @staticmethod
+    def _task_of_pod(meta: dict, labels: dict) -> str:
+        name = (meta.get("annotations") or {}).get("podbatch.io/task-name") or labels.get(naming.LABEL_TASK, "")
+        return key(meta["namespace"], name)
 
     def forget_pod(self, ns: str, name: str) -> None:
         """The API server answered 404 for this pod: it is gone, whatever the watch says later."""

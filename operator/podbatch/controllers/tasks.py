@@ -56,6 +56,24 @@ class Tasks:
                 await self.ex.delete_pod(t["metadata"]["namespace"], name, grace=0 if force else None)
             self.ex.event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why)
 
+    async def sweep_stray_pods(self) -> int:
+        """Delete every task pod that may run but is neither the current attempt of a live Task
+        nor one of its stopping pods (a crash between a decision and its delete, a pod of an
+        earlier Task of the same name, a Task deleted during a watch gap). Run after a sync."""
+        swept = 0
+        for pk, rec in list(self.store.pods.items()):
+            if not rec.task or rec.view.deleting or rec.view.phase in ("Succeeded", "Failed"):
+                continue
+            t = self.store.tasks.get(rec.task)
+            ns, name = pk.split("/", 1)
+            if t is not None and rec.owned_by(t["metadata"].get("uid")):
+                st = t.get("status") or {}
+                if name in self._attempt_pods(st) or name in (st.get("stoppingPods") or []):
+                    continue
+            await self._safely(f"sweep:{pk}", self.ex.delete_pod(ns, name))
+            swept += 1
+        return swept
+
     async def _adopt(self, t: dict, job: dict) -> None:
         """Give the Task an ownerReference to its Job: deleting the Job then deletes its Tasks
         and their pods (the garbage collector), and a later Job of the same name never takes

@@ -3,7 +3,8 @@
 Batch semantics kept here:
 - `commandLine` is split like a command line and run without a shell; a tiny wrapper
   (busybox sh, in the image) tees stdout/stderr into stdout.txt / stderr.txt in the task
-  dir while the same output still reaches `kubectl logs`.
+  dir while the same output still reaches `kubectl logs`, and passes SIGTERM/SIGINT (a
+  terminate, a requeue) on to the command's process group so its own cleanup runs.
 - Every AZ_BATCH_* variable that applies is set; the node directories are hostPath
   volumes mounted at the same path inside the pod as on the node.
 - Pods pass the `restricted` Pod Security Standard except for those hostPath volumes
@@ -27,9 +28,47 @@ NONADMIN_UID = 1000
 # coordination command inherit the tee pipes; once the command ended its output is
 # given 3 s to drain, so such a daemon cannot keep the task from ending. A coordination
 # command that fails ends the instance with its exit code (Batch: the task then fails).
+#
+# Stop signals (issue 10). The wrapper is the container's PID 1, which the kernel spares
+# every signal it has no handler for, so it traps SIGTERM (what the kubelet sends when the
+# pod is deleted: terminate, requeue, a gang torn down) and SIGINT, and passes them on.
+# Commands run in the background (a trapped signal interrupts `wait`, never a foreground
+# command), each under `setsid` where the image has it (busybox has), so the signal goes
+# to the command's whole process group: a script's foreground child gets it too and the
+# script's own `trap ... TERM` runs at once. Then the wrapper keeps waiting for the
+# command (within the pod's grace period), drains its output as always and exits with
+# its exit code (128+15 if the signal ended it). A signal before the command started
+# (a gang instance waiting for its hosts) ends the wrapper with 128+signal; one after it
+# reaches the coordination command's daemons too. A background command starts with
+# SIGINT ignored (POSIX, no job control without a tty), so SIGINT goes on as SIGINT to a
+# command that handles or defaults it and as SIGTERM to one that (still) ignores it.
+# Its state is in pb_* variables: the first stop signal and its exit code, the last
+# signal, a count of signals, the process groups started and those last signalled.
 TASK_WRAPPER = r'''
+pb_sig=; pb_code=; pb_last=; pb_count=0; pb_groups=; pb_told=
+pb_kill() {
+  pb_n=$2
+  [ "$pb_n" != INT ] || while read -r pb_k pb_v; do
+    [ "$pb_k" != SigIgn: ] || case ${pb_v#"${pb_v%?}"} in [2367abefABEF]) pb_n=TERM; esac
+  done 2>/dev/null </proc/$1/status
+  kill -$pb_n $pb_grp$1 2>/dev/null
+}
+pb_stop() {
+  pb_count=$((pb_count+1)); pb_last=$1; [ -n "$pb_sig" ] || { pb_sig=$1; pb_code=$2; }
+  for pb_t in $pb_groups; do pb_kill $pb_t $1; done; pb_told=$pb_groups
+}
+trap 'pb_stop TERM 143' TERM; trap 'pb_stop INT 130' INT
+pb_wait() { while :; do pb_e=$pb_count; wait "$@" 2>/dev/null; pb_r=$?; [ $pb_e != $pb_count ] || return $pb_r; done; }
+pb_run() {
+  pb_e=$pb_count; [ -z "$pb_sig" ] || return $pb_code
+  ${pb_grp:+setsid} "$@" <&5 5<&- & pb_q=$!; pb_groups="$pb_groups $pb_q"
+  [ $pb_e = $pb_count ] || [ "$pb_told" = "$pb_groups" ] || pb_kill $pb_q $pb_last
+  pb_wait $pb_q
+}
+pb_grp=; ! command -v setsid >/dev/null 2>&1 || pb_grp=-
 if [ -n "$PODBATCH_HOSTS_FILE" ]; then
-  while [ ! -s "$PODBATCH_HOSTS_FILE" ]; do sleep 0.2 2>/dev/null || sleep 1; done
+  while [ -z "$pb_sig" ] && [ ! -s "$PODBATCH_HOSTS_FILE" ]; do sleep 0.2 2>/dev/null || sleep 1; done
+  [ -z "$pb_sig" ] || exit $pb_code
   AZ_BATCH_HOST_LIST=$(cat "$PODBATCH_HOSTS_FILE"); AZ_BATCH_NODE_LIST=$(echo "$AZ_BATCH_HOST_LIST" | tr , ';')
   export AZ_BATCH_HOST_LIST AZ_BATCH_NODE_LIST AZ_BATCH_MASTER_NODE="${AZ_BATCH_HOST_LIST%%,*}:6000"
 fi
@@ -38,15 +77,18 @@ d="$AZ_BATCH_TASK_DIR"; mkdir -p "$AZ_BATCH_TASK_WORKING_DIR" 2>/dev/null
 f="/tmp/.podbatch-$$"; mkfifo "$f.o" "$f.e" || exec "$@"
 tee "$d/stdout.txt" <"$f.o" & a=$!
 tee "$d/stderr.txt" <"$f.e" >&2 & b=$!
-exec 3>"$f.o" 4>"$f.e"
+exec 3>"$f.o" 4>"$f.e"; { true 5<&0; } 2>/dev/null && exec 5<&0 || exec 5</dev/null
 rc=0
 if [ -n "$PODBATCH_COORDINATION" ]; then
-  eval "$PODBATCH_COORDINATION" >&3 2>&4 || { rc=$?; echo "podbatch: the coordination command exited with $rc" >&4; }
+  pb_run sh -c "$PODBATCH_COORDINATION" podbatch-coordination >&3 2>&4 || {
+    rc=$?; [ -n "$pb_sig" ] || echo "podbatch: the coordination command exited with $rc" >&4; }
 fi
-if [ $rc = 0 ] && [ "$PODBATCH_THEN_WAIT" = 1 ]; then exec 3>&- 4>&-; wait $a $b; rm -f "$f.o" "$f.e"; exec sleep 2147483647; fi
-if [ $rc = 0 ]; then "$@" >&3 2>&4; rc=$?; fi
-exec 3>&- 4>&-; (sleep 3; kill $a $b) 2>/dev/null & k=$!
-wait $a $b 2>/dev/null; kill $k 2>/dev/null; rm -f "$f.o" "$f.e"
+if [ $rc = 0 ] && [ "$PODBATCH_THEN_WAIT" = 1 ]; then
+  exec 3>&- 4>&-; pb_wait $a $b; rm -f "$f.o" "$f.e"; pb_run sleep 2147483647; exit
+fi
+if [ $rc = 0 ] && [ $# -gt 0 ]; then pb_run "$@" >&3 2>&4; rc=$?; fi
+exec 3>&- 4>&- 5<&-; (sleep 3; kill $a $b) >/dev/null 2>&1 & k=$!
+pb_wait $a $b; kill $k 2>/dev/null; rm -f "$f.o" "$f.e"
 [ -z "$PODBATCH_UPLOAD" ] || sh -c "$PODBATCH_UPLOAD" podbatch-upload "$rc" >"$d/fileuploadout.txt" 2>"$d/fileuploaderr.txt"
 exit $rc
 '''.strip()
