@@ -10,7 +10,7 @@ LOCAL_KUBECONFIG := $(HOME)/.cache/podbatch/cluster/kubeconfig
 
 include Makefile.crds.mk
 
-.PHONY: help venv test test-unit test-integration test-e2e lint bench demo cluster-up cluster-down kind-up crds verify-crds verify clean
+.PHONY: help venv test test-unit test-integration test-e2e lint bench demo cluster-up cluster-down kind-up image crds verify-crds verify clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ cluster-down: ## stop the local cluster and everything it started
 
 kind-up: ## create a kind cluster (needs Docker) and print its KUBECONFIG
 	hack/kind-up.sh
+
+image: $(STAMP) ## build the operator image podbatch/operator:<version> without Docker (cached) and load it into the local cluster
+	hack/build-image.sh
 
 verify: verify-crds lint ## every drift and contract check
 

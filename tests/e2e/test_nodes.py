@@ -137,28 +137,49 @@ def pools_cleaned(operator, objects):
 
 # ------------------------------------------------------------------ kwok nodes
 @pytest.mark.e2e
-def test_node_with_stopped_heartbeat_becomes_unusable_and_its_task_is_requeued(operator, objects, core_v1, pools_cleaned):
-    objects.create(kwok_pool("hb", 2))
-    wait_idle_nodes(objects, "hb", 2)
-    objects.create(job("j", "hb"))
-    objects.create(task("t", "j", annotations=sim(60)))
-    st = wait_task(objects, "t", running, "running")
-    lost_node, lost_cnode = st["nodeInfo"]["nodeName"], st["nodeInfo"]["nodeId"]
-    # the next attempt of the task need not take another minute
-    objects.patch("Task", "t", {"metadata": {"annotations": sim(1)}})
+def test_node_with_stopped_heartbeat_is_unknown_then_unusable_and_its_task_is_requeued(kubeconfig, crds, nodesim, custom_api, core_v1):
+    """A NotReady node keeps its tasks (`unknown`) for the grace, then is `unusable` and its
+    task is requeued. Its own operator with a 20 s grace (the default is 300 s)."""
+    import uuid
 
-    core_v1.patch_node(lost_node, {"metadata": {"annotations": {"sim.podbatch.io/heartbeat": "stopped"}}})
-    wait_cnode_state(objects, lost_cnode, "unusable", timeout=120)
+    from kubernetes import client
 
-    st = wait_task(objects, "t", completed, "completed after the requeue", timeout=60)
-    assert exec_info(st)["result"] == "success" and exec_info(st)["exitCode"] == 0
-    assert exec_info(st)["requeueCount"] == 1 and exec_info(st)["retryCount"] == 0
-    assert st["nodeInfo"]["nodeName"] != lost_node
-    assert st["attempt"] == 2
-    pool = objects.status("Pool", "hb")
-    wait_for("pool counts the unusable node",
-             lambda: (objects.status("Pool", "hb").get("nodeCounts") or {}).get("unusable") == 1, timeout=20)
-    assert pool["currentDedicatedNodes"] == 2
+    from kit import Objects, OperatorProcess
+    ns = f"pbgrace-{uuid.uuid4().hex[:6]}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    op = OperatorProcess(kubeconfig, f"operator-{ns}", env={"PODBATCH_NAMESPACES": ns,
+                                                            "PODBATCH_NODE_LOST_GRACE_SECONDS": "20"}).start()
+    objects = Objects(custom_api, ns)
+    try:
+        objects.create(kwok_pool("hb", 2))
+        wait_idle_nodes(objects, "hb", 2)
+        objects.create(job("j", "hb"))
+        objects.create(task("t", "j", annotations=sim(120)))
+        st = wait_task(objects, "t", running, "running")
+        lost_node, lost_cnode = st["nodeInfo"]["nodeName"], st["nodeInfo"]["nodeId"]
+        # the next attempt of the task need not take another two minutes
+        objects.patch("Task", "t", {"metadata": {"annotations": sim(1)}})
+
+        core_v1.patch_node(lost_node, {"metadata": {"annotations": {"sim.podbatch.io/heartbeat": "stopped"}}})
+        wait_cnode_state(objects, lost_cnode, "unknown", timeout=90)
+        st = task_status(objects, "t")
+        assert running(st) and st["attempt"] == 1, f"requeued while the node was only out of touch: {st}"
+        wait_cnode_state(objects, lost_cnode, "unusable", timeout=60)
+
+        st = wait_task(objects, "t", completed, "completed after the requeue", timeout=60)
+        assert exec_info(st)["result"] == "success" and exec_info(st)["exitCode"] == 0
+        assert exec_info(st)["requeueCount"] == 1 and exec_info(st)["retryCount"] == 0
+        assert st["nodeInfo"]["nodeName"] != lost_node
+        assert st["attempt"] == 2
+        pool = objects.status("Pool", "hb")
+        wait_for("pool counts the unusable node",
+                 lambda: (objects.status("Pool", "hb").get("nodeCounts") or {}).get("unusable") == 1, timeout=20)
+        assert pool["currentDedicatedNodes"] == 2
+    finally:
+        objects.delete("Pool", "hb")   # its finalizer needs the operator
+        wait_for("the pool gone", lambda: not objects.list("Pool"), 90)
+        op.stop()
+        core_v1.delete_namespace(ns)
 
 
 @pytest.mark.e2e

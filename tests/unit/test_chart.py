@@ -8,6 +8,7 @@ that the switches (`rbac.create`, `serviceAccount.create`, the ServiceMonitor) w
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import helm_python as helm  # helm-python-sdk, in the test extra
@@ -15,13 +16,14 @@ import pytest
 import yaml
 
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "podbatch"
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "podbatch"
 RELEASE = "pb"
 NAMESPACE = "batch-ops"
 FULLNAME = "pb-podbatch"
 CLUSTER_ROLE = f"{NAMESPACE}-{FULLNAME}"
 # apiVersions served by Kubernetes 1.20 and by current versions alike.
-STABLE_APIS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "monitoring.coreos.com/v1"}
+STABLE_APIS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "coordination.k8s.io/v1", "monitoring.coreos.com/v1"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,24 @@ def operator_container(objects: list[dict]) -> dict:
 
 
 def env_of(container: dict) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in container["env"]}
+    """The container's environment; a variable from the downward API reads `fieldRef:<path>`."""
+    return {e["name"]: e["value"] if "value" in e else f"fieldRef:{e['valueFrom']['fieldRef']['fieldPath']}"
+            for e in container["env"]}
+
+
+def package_version() -> str:
+    """The version in pyproject.toml (a regex: tomllib is not in Python 3.10)."""
+    return re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+
+
+# What the operator gets besides the `config` values: the Lease it holds and a writable HOME.
+LEADER_ENV = {
+    "PODBATCH_LEADER_ELECTION": "true",
+    "PODBATCH_LEASE_NAME": FULLNAME,
+    "PODBATCH_LEASE_NAMESPACE": NAMESPACE,
+    "PODBATCH_LEADER_IDENTITY": "fieldRef:metadata.name",
+    "HOME": "/tmp",
+}
 
 
 # --- the chart as a whole -----------------------------------------------------------
@@ -75,6 +94,15 @@ def test_chart_metadata(chart):
     meta = chart.metadata
     assert meta["apiVersion"] == "v2"
     assert (meta["name"], meta["version"], meta["appVersion"]) == ("podbatch", "0.1.0", "0.1.0")
+
+
+def test_app_version_is_the_package_version(chart):
+    """make image tags the operator image with pyproject's version; the chart's default image
+    tag is its appVersion: they must be the same, or an install pulls an image nobody built."""
+    assert chart.metadata["appVersion"] == package_version()
+    assert operator_container(render(chart))["image"] == f"podbatch/operator:{package_version()}"
+    # ... which is the image hack/build-image.sh builds (docker.io/ is what the short name means).
+    assert 'NAME="docker.io/podbatch/operator:$VERSION"' in (ROOT / "hack" / "build-image.sh").read_text()
 
 
 @pytest.mark.parametrize("values", [None, {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "sa"},
@@ -98,7 +126,7 @@ def test_chart_ships_the_five_crds(chart):
 def test_default_render_has_the_operator_objects(chart):
     objects = render(chart)
     assert kinds(objects) == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                              "Deployment", "Service", "ServiceAccount"]
+                              "Deployment", "Lease", "Role", "RoleBinding", "Service", "ServiceAccount"]
     for obj in objects:
         assert obj["apiVersion"] in STABLE_APIS, obj["apiVersion"]
 
@@ -148,11 +176,13 @@ def test_operator_container_defaults(chart):
         "PODBATCH_TOOLS_IMAGE": "busybox",
         "PODBATCH_METRICS_PORT": "8080",
         "PODBATCH_LOG_LEVEL": "info",
+        **LEADER_ENV,
     }
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
-    probe = container["livenessProbe"]["httpGet"]
-    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8081
+    for kind in ("livenessProbe", "readinessProbe"):
+        probe = container[kind]["httpGet"]
+        assert probe["path"] == "/healthz" and ports[probe["port"]] == 8081, kind
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
@@ -175,6 +205,7 @@ def test_config_values_become_podbatch_env(chart):
         "PODBATCH_TOOLS_IMAGE": "alpine:3",
         "PODBATCH_METRICS_PORT": "9100",
         "PODBATCH_LOG_LEVEL": "debug",
+        **LEADER_ENV,
         "EXTRA": "1",
     }
     assert container["args"] == ["--liveness=http://0.0.0.0:9000/healthz", "--verbose"]
@@ -195,6 +226,9 @@ def test_security_context_meets_restricted_pod_security(chart):
     assert container["readOnlyRootFilesystem"] is True
     assert not pod.get("hostNetwork") and not pod.get("hostPID")
     assert all("hostPath" not in v for v in pod.get("volumes", []))
+    # The one writable place (HOME too) is an emptyDir.
+    (tmp,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert {v["name"]: v for v in pod["volumes"]}[tmp["name"]] == {"name": tmp["name"], "emptyDir": {}}
 
 
 def test_metrics_service_selects_the_operator_pod(chart):
@@ -253,8 +287,37 @@ def test_cluster_role_is_least_privilege(chart):
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
     assert not allows(rules, "", "secrets", "list"), "reading one named secret is enough"
     assert not allows(rules, "", "pods", "update"), "pods are patched, never replaced"
-    assert not allows(rules, "coordination.k8s.io", "leases", "create"), "kopf peering is not used"
+    # The leader-election Lease is in the release namespace: a Role grants it there, not
+    # this ClusterRole everywhere (kopf peering is not used either).
+    assert not allows(rules, "coordination.k8s.io", "leases", "create")
     assert not allows(rules, "rbac.authorization.k8s.io", "clusterroles", "create")
+
+
+def test_leader_election_lease_and_role(chart):
+    objects = render(chart)
+    lease = only(objects, "Lease")
+    assert lease["apiVersion"] == "coordination.k8s.io/v1"
+    assert (lease["metadata"]["name"], lease["metadata"]["namespace"]) == (FULLNAME, NAMESPACE)
+    assert "spec" not in lease, "the operator writes the spec; Helm must not reset it on upgrade"
+    role = only(objects, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    for verb in ("get", "list", "watch", "create", "update", "patch"):
+        assert allows(role["rules"], "coordination.k8s.io", "leases", verb), verb
+    assert [r["resources"] for r in role["rules"]] == [["leases"]]
+    binding = only(objects, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+
+
+def test_leader_election_can_be_renamed_or_turned_off(chart):
+    renamed = render(chart, {"leaderElection": {"leaseName": "batch-leader"}})
+    assert only(renamed, "Lease")["metadata"]["name"] == "batch-leader"
+    assert env_of(operator_container(renamed))["PODBATCH_LEASE_NAME"] == "batch-leader"
+    off = render(chart, {"leaderElection": {"enabled": False}})
+    assert not {"Lease", "Role", "RoleBinding"} & set(kinds(off))
+    env = env_of(operator_container(off))
+    assert env["PODBATCH_LEADER_ELECTION"] == "false"
+    assert not {"PODBATCH_LEASE_NAME", "PODBATCH_LEASE_NAMESPACE", "PODBATCH_LEADER_IDENTITY"} & set(env)
 
 
 def test_cluster_role_binding_binds_the_service_account(chart):
@@ -281,8 +344,8 @@ def test_user_roles_aggregate_into_edit_and_view(chart):
 
 def test_rbac_create_false_renders_no_cluster_roles(chart):
     objects = render(chart, {"rbac": {"create": False}})
-    assert "ClusterRole" not in kinds(objects)
-    assert "ClusterRoleBinding" not in kinds(objects)
+    assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & set(kinds(objects))
+    assert only(objects, "Lease")   # the Lease is not RBAC: still the release's
     # The ServiceAccount is a separate switch.
     assert only(objects, "ServiceAccount")["metadata"]["name"] == FULLNAME
 
@@ -331,6 +394,8 @@ def test_default_values_pass_the_schema(chart):
         ({"rbac": {"create": "yes"}}, "/rbac/create"),
         ({"serviceAccount": {"create": "no"}}, "/serviceAccount/create"),
         ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "/metrics/serviceMonitor/interval"),
+        ({"leaderElection": {"enabled": "yes"}}, "/leaderElection/enabled"),
+        ({"leaderElection": {"leaseName": "Not_A_Name"}}, "/leaderElection/leaseName"),
     ],
 )
 def test_schema_rejects_bad_values(chart, values, where):

@@ -77,3 +77,10 @@ The operator image, tagged with the chart's appVersion unless image.tag is given
 {{- define "podbatch.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+Name of the leader-election Lease (in the release namespace).
+*/}}
+{{- define "podbatch.leaseName" -}}
+{{- default (include "podbatch.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}

@@ -16,6 +16,7 @@ def main() -> None:
     level = logging.DEBUG if args.verbose else getattr(logging, handlers.SETTINGS.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)   # a line per liveness probe otherwise
     namespaces = handlers.SETTINGS.namespace_list
     asyncio.run(kopf.operator(standalone=True, clusterwide=not namespaces, namespaces=namespaces or (),
                               liveness_endpoint=args.liveness))
