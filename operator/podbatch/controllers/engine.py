@@ -133,7 +133,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
         for k in self.ex.backoff.due():   # objects whose backoff ended are looked at again
             kind, _, name = k.partition(":")
-            if kind == "task":
+            if kind in ("task", "adopt"):
                 dirty_tasks.add(name)
             elif kind == "job":
                 dirty_jobs.add(name)

@@ -81,7 +81,10 @@ class Scheduling:
                     run_exclusive=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
                     and (j["spec"].get("jobManagerTask") or {}).get("runExclusive", True)))
             jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
-                                         enabled=jst.get("state", "active") in ("active", "enabling"),
+                                         # the spec counts at once: no task starts after a terminate or
+                                         # disable was asked, even before the job's status says so
+                                         enabled=jst.get("state", "active") in ("active", "enabling")
+                                         and j["spec"].get("desiredState", "active") == "active",
                                          max_parallel_tasks=int(j["spec"].get("maxParallelTasks", -1)), running_tasks=running,
                                          last_bound=self._last_bound.get(jk, 0), prep_blocked_nodes=self.prep_blocked(j))
         return tasks, jobs, waiting_deps

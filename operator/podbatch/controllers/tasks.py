@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 
 from podbatch import metrics
 from podbatch.controllers import clock
@@ -17,6 +18,7 @@ from podbatch.core.jobs import job_owner_uid
 from podbatch.core.nodes import node_lost
 from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, Outcome, complete, new_attempt, observe_attempt
 
+log = logging.getLogger("podbatch.engine")
 # A task's `running` is written once its pod has run this long: a task that ends sooner
 # goes from preparing to completed in one write (its previousState still says running).
 RUNNING_WRITE_AFTER = 1.0
@@ -68,7 +70,8 @@ class Tasks:
             ns, name = pk.split("/", 1)
             if t is not None and rec.owned_by(t["metadata"].get("uid")):
                 st = t.get("status") or {}
-                if name in self._attempt_pods(st) or name in (st.get("stoppingPods") or []):
+                current = st.get("state") != COMPLETED and name in self._attempt_pods(st)
+                if current or name in (st.get("stoppingPods") or []):
                     continue
             await self._safely(f"sweep:{pk}", self.ex.delete_pod(ns, name))
             swept += 1
@@ -159,7 +162,13 @@ class Tasks:
             await self._orphaned(t, st)   # its Job was deleted: the task stops and goes with it
             return True
         if job is not None and not owner:
-            await self._adopt(t, job)
+            try:
+                await self._adopt(t, job)
+            except Exception as e:   # not a reason to hold the task back: adopted on a later look
+                delay = self.ex.backoff.failed(f"adopt:{tk}")
+                log.info("adopting task %s failed, again in %.1fs: %s", tk, delay, str(e)[:200])
+            t = s.tasks.get(tk) or t
+            st = t.get("status") or {}
         if not state:
             # A new task is `active` without a write of its own: its first status write is its
             # binding (or its pending reason), which saves one API write per task.
@@ -172,9 +181,7 @@ class Tasks:
         if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
             await self.ex.patch_status("tasks", t, complete(st, now=now, exit_code=None, result="failure", failure={
                 "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"}))
-            if st.get("podName"):
-                await self.ex.delete_pod(ns, st["podName"])
-            await self._delete_subtask_pods(t, st)
+            await self._stop_pods(t, self._attempt_pods(st))
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
         request = t["spec"].get("reactivateRequestId")
@@ -195,12 +202,16 @@ class Tasks:
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
         if state == COMPLETED:
+            await self._stop_pods(t, self._attempt_pods(st))   # a terminate's delete lost to a crash or an error
             self._note_retention(tk, t, st)
             return True
         if st.get("stoppingPods"):
             await self._wait_for_stopping_pods(t, st)
             return True
-        if state not in (PREPARING, RUNNING) or job is None:
+        if state in (PREPARING, RUNNING) and job is None:
+            await self._orphaned(t, st)   # bound, then its Job was deleted before it was adopted
+            return True
+        if state not in (PREPARING, RUNNING):
             return True
         pod_rec = self._own_pod(t, st.get("podName"))
         cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
@@ -223,8 +234,7 @@ class Tasks:
                 and not lost:
             # a new attempt: the old one's pods that may still run are recorded until seen gone
             out.status["stoppingPods"] = self._live_pods(t, self._attempt_pods(st)) or None
-        if failed_instance and out.status.get("state") in (ACTIVE, COMPLETED) and st.get("podName"):
-            await self.ex.delete_pod(ns, st["podName"], grace=0)   # the primary goes with the gang
+        stop_gang = bool(out.status) and len(gang_nodes) > 1 and out.status.get("state") in (ACTIVE, COMPLETED)
         if out.status.get("state") == RUNNING and st.get("state") == PREPARING and len(gang_nodes) == 1 \
                 and not (out.create_pod or out.delete_pod or out.event):
             since = self._running_since.setdefault(tk, clock.monotonic())
@@ -236,10 +246,9 @@ class Tasks:
         if out.completed and st.get("state") == PREPARING and view is not None and view.exit_code is not None \
                 and not view.preprocessing_failure:
             out.status["previousState"] = RUNNING   # it ran; it ended before `running` was written
-        if out.status and len(gang_nodes) > 1 and out.status.get("state") in (ACTIVE, COMPLETED):
+        if stop_gang:
             final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
             out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
-            await self._delete_subtask_pods(t, st)
         elif len(gang_nodes) > 1:
             subtasks = st.get("subtasks") or []
             ips = await self._publish_host_list(t, st)
@@ -249,6 +258,8 @@ class Tasks:
             if pod_rec and pod_rec.view.phase == "Running" and subtasks and subtasks[0].get("state") != RUNNING:
                 out.status = {**out.status, "subtasks": [{**x, "state": RUNNING} for x in subtasks]}
         await self._apply_outcome(t, st, out, job)
+        if stop_gang:   # after the status recorded them (stoppingPods): the whole gang stops
+            await self._stop_pods(t, self._attempt_pods(st))
         if out.status:
             touched_jobs.add(key(ns, t["spec"]["jobName"]))
         return True
@@ -369,10 +380,12 @@ class Tasks:
                 await self.ex.patch_pod(ns, name, {"metadata": {"annotations": {naming.ANNOTATION_HOST_LIST: hosts}}})
         return ips
 
-    async def _delete_subtask_pods(self, t: dict, st: dict) -> None:
-        for sub in st.get("subtasks") or []:
-            if sub.get("id", 0) and sub.get("podName"):
-                await self.ex.delete_pod(t["metadata"]["namespace"], sub["podName"], grace=0)
+    async def _stop_pods(self, t: dict, names: list[str]) -> None:
+        """Delete (gracefully: SIGTERM, then the grace period) those of `names` that may still run."""
+        for name in self._live_pods(t, names):
+            rec = self._own_pod(t, name)
+            if rec is not None and not rec.view.deleting:
+                await self.ex.delete_pod(t["metadata"]["namespace"], name)
 
     def _note_retention(self, tk: str, t: dict, st: dict) -> None:
         """Remember when a completed task's retention ends (a heap: no scan of old tasks)."""
