@@ -24,6 +24,8 @@ def _iso(ts: float | None) -> str | None:
 class JobSchedules:
     async def reconcile_schedules(self) -> None:
         for k, js in list(self.store.jobschedules.items()):
+            if self.ex.backoff.waiting(f"schedule:{k}"):
+                continue
             await self._safely(f"schedule:{k}", self.reconcile_schedule(js))
 
     async def _end_schedule_pool(self, js: dict) -> None:
@@ -96,4 +98,4 @@ class JobSchedules:
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
         if changed_keys(status, new):
-            await self._patch_status("jobschedules", js, new)
+            await self.ex.patch_status("jobschedules", js, new)
