@@ -418,3 +418,24 @@ def test_reimage_of_the_real_node_empties_its_directories(objects, core_v1, real
     wait_for("the start task of the reboot succeeded", lambda: succeeded_boots(core_v1, ns, cnode) - boots, 120)
     wait_cnode_state(objects, cnode, "idle", timeout=60)
     assert os.path.exists(kept), "a reboot (after a reimage) wiped the node's directories"
+
+
+@pytest.mark.e2e
+def test_removing_a_node_lowers_the_effective_target_once_and_leaves_the_spec_alone(operator, objects, pools_cleaned):
+    """As in Batch the pool does not grow the removed node back; unlike a spec patch, a GitOps
+    repo that owns spec.targetDedicatedNodes sees no drift. Setting the target again counts."""
+    objects.create(kwok_pool("rm", 3))
+    nodes = wait_idle_nodes(objects, "rm", 3)
+    victim = nodes[0]["metadata"]["name"]
+    objects.patch("ComputeNode", victim, {"spec": {"remove": {"requestId": "req-1", "nodeDeallocationOption": "requeue"}}})
+    wait_for("the pool down to 2 nodes", lambda: len([c for c in objects.list("ComputeNode")
+                                                      if c["spec"]["poolName"] == "rm"]) == 2
+             and objects.status("Pool", "rm").get("currentDedicatedNodes") == 2, 90)
+    pool = objects.get("Pool", "rm")
+    assert pool["spec"]["targetDedicatedNodes"] == 3, "node removal must not rewrite the spec"
+    assert "req-1" in pool["metadata"]["annotations"]["podbatch.io/removed-nodes"]
+    time.sleep(5)   # several passes: it does not come back, and the removal is not counted twice
+    assert objects.status("Pool", "rm").get("currentDedicatedNodes") == 2
+    # the owner of the spec sets the target again (a new generation): it counts as given
+    objects.patch("Pool", "rm", {"spec": {"targetDedicatedNodes": 4}})
+    wait_idle_nodes(objects, "rm", 4)

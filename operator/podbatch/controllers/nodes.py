@@ -6,7 +6,7 @@ from __future__ import annotations
 from podbatch.controllers import clock
 from podbatch.controllers.status import changed_keys, node_address, node_condition, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
-from podbatch.core import naming, pods
+from podbatch.core import naming, pods, removals
 from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
 from podbatch.nodegroups import provider_for
 
@@ -34,18 +34,18 @@ class Nodes:
         return view
 
     async def _lower_target_once(self, pool: dict, cnode_spec: dict, request_id: str) -> None:
-        """Removing a node lowers its pool's target by one, as in Batch (or the node would come
-        right back) — exactly once per request: the request id is recorded on the Pool in the
-        same write, on the Pool's version read (a 409 re-reads it), so neither a crash before
-        the ComputeNode records the request nor a second writer lowers it twice."""
-        field = "targetDedicatedNodes" if cnode_spec.get("isDedicated", True) else "targetLowPriorityNodes"
-        done = ((pool["metadata"].get("annotations") or {}).get(naming.ANNOTATION_REMOVALS) or "").split(",")
-        target = int(pool["spec"].get(field, 0))
-        if request_id in done or target <= 0 or pool["spec"].get("enableAutoScale"):
-            return
-        kept = ",".join([r for r in done if r][-20:] + [request_id])
-        await self.ex.patch_object("pools", pool, patch={"metadata": {"annotations": {naming.ANNOTATION_REMOVALS: kept}},
-                                                         "spec": {field: target - 1}}, precondition=True)
+        """Removing a node lowers its pool's effective target by one, as in Batch (or the node
+        would come right back), without writing the spec a GitOps repo owns (core/removals.py):
+        the request is recorded in the Pool's annotation, once per request id, on the Pool's
+        version read (a 409 re-reads it), so neither a crash nor a second writer counts it twice."""
+        if pool["spec"].get("enableAutoScale"):
+            return   # the formula owns the target
+        value = removals.record((pool["metadata"].get("annotations") or {}).get(naming.ANNOTATION_REMOVALS),
+                                generation=int(pool["metadata"].get("generation") or 0),
+                                dedicated=cnode_spec.get("isDedicated", True), request_id=request_id)
+        if value is not None:
+            await self.ex.patch_object("pools", pool, patch={"metadata": {"annotations": {naming.ANNOTATION_REMOVALS: value}}},
+                                       precondition=True)
 
     async def reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
         s = self.store

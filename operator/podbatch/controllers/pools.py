@@ -8,7 +8,7 @@ from podbatch.controllers.status import body_key, changed_keys, condition, node_
 from podbatch.controllers.store import key
 from podbatch.core import autoscale
 from podbatch.core import jobs as jobcore
-from podbatch.core import naming, pods
+from podbatch.core import naming, pods, removals
 from podbatch.core.durations import seconds
 from podbatch.nodegroups import provider_for
 
@@ -29,7 +29,9 @@ class Pools:
         deleting = bool(meta.get("deletionTimestamp"))
         errors: list[dict] = []
         self._sample_pool(pk, members)
-        auto_run, want_d, want_l = None, int(spec.get("targetDedicatedNodes", 0)), int(spec.get("targetLowPriorityNodes", 0))
+        auto_run, want_d, want_l = None, *removals.effective_targets(
+            dedicated=int(spec.get("targetDedicatedNodes", 0)), low_priority=int(spec.get("targetLowPriorityNodes", 0)),
+            annotation=(meta.get("annotations") or {}).get(naming.ANNOTATION_REMOVALS), generation=meta.get("generation"))
         if spec.get("enableAutoScale"):
             auto_run, want_d, want_l = self._autoscale_pool(pool, members)
         target = 0 if deleting else want_d + want_l
