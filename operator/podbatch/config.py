@@ -2,6 +2,8 @@
 validated at start-up and mirrored by the Helm chart's values."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,9 @@ class Settings(BaseSettings):
     tools_image: str = Field("busybox", description="image of the node-preparation init container")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port; 0 = off")
     log_level: str = Field("INFO")
+    log_format: Literal["text", "json"] = Field("text", description=(
+        "text: one readable line per record; json: one JSON object per line (time, level, logger, message, "
+        "and the exception when there is one), for log collectors"))
     debounce_seconds: float = Field(0.2, ge=0, le=10, description="how long changes gather before a reconcile pass")
     tick_seconds: float = Field(2.0, gt=0, le=60, description="a pass runs at least this often (timers, deadlines)")
     api_concurrency: int = Field(48, ge=1, le=1000, description="concurrent API writes")

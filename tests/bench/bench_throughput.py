@@ -672,7 +672,7 @@ class Bench:
                 lines.append(f"operator: {passes:.0f} reconcile passes, {om.get('podbatch_reconcile_pass_seconds_sum', 0):.1f} s in passes "
                              f"(mean {om.get('podbatch_reconcile_pass_seconds_sum', 0) / passes:.2f} s); scheduler plan() "
                              f"{om.get('podbatch_scheduler_pass_seconds_sum', 0):.2f} s in {om.get('podbatch_scheduler_pass_seconds_count', 0):.0f} calls; "
-                             f"bindings {om.get('podbatch_bindings_total', 0):.0f}; mean task creation->pod latency "
+                             f"bindings {sum(v for k, v in om.items() if k.split('{')[0] == 'podbatch_bindings_total'):.0f}; mean task creation->pod latency "
                              f"{om.get('podbatch_task_scheduling_latency_seconds_sum', 0) / max(om.get('podbatch_task_scheduling_latency_seconds_count', 0), 1):.1f} s; API errors "
                              f"{sum(v for k, v in om.items() if k.startswith('podbatch_api_errors_total'))}")
         if jc.get("api_writes"):

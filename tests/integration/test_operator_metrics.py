@@ -23,7 +23,7 @@ def test_metrics_endpoint(kubeconfig, crds):
                                                                "PODBATCH_NAMESPACES": "podbatch-metrics-none-*"}).start()
     try:
         body = wait_for("the metrics endpoint", lambda: _get(f"http://127.0.0.1:{port}/metrics"), 30)
-        for name in ("podbatch_tasks", "podbatch_task_scheduling_latency_seconds", "podbatch_task_run_seconds",
+        for name in ("podbatch_build_info", "podbatch_tasks", "podbatch_task_scheduling_latency_seconds", "podbatch_task_run_seconds",
                      "podbatch_scheduler_pass_seconds", "podbatch_api_errors_total", "podbatch_reconcile_pass_seconds"):
             assert name in body, f"{name} missing from /metrics"
     finally:

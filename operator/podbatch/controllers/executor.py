@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -26,6 +27,7 @@ from podbatch.controllers import clock
 from podbatch.controllers.store import Store, key
 
 log = logging.getLogger("podbatch.executor")
+EVENT_GROUP_SECONDS = 600.0
 PUTS = {"pools": "put_pool", "computenodes": "put_cnode", "jobs": "put_job", "tasks": "put_task",
         "jobschedules": "put_jobschedule"}
 
@@ -83,6 +85,7 @@ class Executor:
         self.backoff = Backoff()
         self.writes = 0
         self._events: set[asyncio.Task] = set()
+        self._posted: OrderedDict = OrderedDict()   # (uid, reason, message) -> when a warning was last posted
 
     @property
     def leading(self) -> bool:
@@ -203,9 +206,21 @@ class Executor:
     # --- events ------------------------------------------------------------------------
     def event(self, body: dict, etype: str, reason: str, message: str) -> None:
         """Post a Kubernetes Event about an object in the background (best effort; a
-        replica that is not the leader posts none)."""
+        replica that is not the leader posts none). A warning identical to one posted about
+        the same object within EVENT_GROUP_SECONDS is not posted again."""
         if not self.leading:
             return
+        if etype == "Warning":
+            k = (body["metadata"].get("uid") or object_key(body), reason, message)
+            now = clock.monotonic()
+            last = self._posted.get(k)
+            if last is not None and now - last < EVENT_GROUP_SECONDS:
+                metrics.EVENTS_GROUPED.inc()
+                return
+            self._posted[k] = now
+            self._posted.move_to_end(k)
+            while len(self._posted) > 10_000:
+                self._posted.popitem(last=False)
         try:
             task = asyncio.get_running_loop().create_task(self.kube.post_event(body, etype, reason, message))
         except RuntimeError:

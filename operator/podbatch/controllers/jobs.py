@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from podbatch import API_VERSION, metrics
 from podbatch.controllers import clock
-from podbatch.controllers.status import changed_keys, condition, now_iso, parse_time, same_conditions
+from podbatch.controllers.status import changed_keys, merged_conditions, now_iso, parse_time
 from podbatch.controllers.store import key
+from podbatch.core import conditions
 from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods
 from podbatch.core.durations import seconds
 from podbatch.core.tasks import PREPARING, RUNNING
+
+
+GAUGE_EVERY = 5.0
 
 
 class Jobs:
@@ -127,29 +131,37 @@ class Jobs:
             self._terminate_requests.discard(jk)
             self.ex.event(job, "Normal", "JobCompleted", f"{counts['succeeded']} succeeded, {counts['failed']} failed"
                    + (f"; {info.get('terminateReason')}" if info.get("terminateReason") else ""))
-        conds = [condition("Valid", invalid is None, "InvalidSpec" if invalid else "SpecAccepted",
-                           f"{invalid}. Fix the Job and apply it again." if invalid else "the job spec is valid", meta.get("generation"))]
-        if sched_err:
-            conds.append(condition("Schedulable", False, sched_err["code"], sched_err["message"], meta.get("generation")))
-            if status.get("executionInfo", {}).get("schedulingError") != sched_err:
-                self.ex.event(job, "Warning", sched_err["code"], sched_err["message"])
+        if sched_err and status.get("executionInfo", {}).get("schedulingError") != sched_err:
+            self.ex.event(job, "Warning", sched_err["code"], sched_err["message"])
         cycle = (self._cycles.get(jk) or (0, None))[1]
-        if cycle:
-            conds.append(condition("DependencyCycle", True, "DependencyCycle",
-                                   f"tasks {' -> '.join(cycle)} depend on each other in a cycle; fix dependsOn of one of them",
-                                   meta.get("generation")))
-        conds.append(condition("Completed", step.state == "completed", info.get("terminateReason") or "Running",
-                               f"{counts['completed']} of {counts['active'] + counts['running'] + counts['completed']} tasks completed"))
+        conds = merged_conditions(status.get("conditions"), conditions.job_conditions(
+            invalid=f"{invalid}. Fix the Job and apply it again." if invalid else None, state=step.state,
+            scheduling_error=sched_err, cycle=cycle, auto_pool_missing=bool(auto) and key(ns, pool_id) not in s.pools,
+            terminate_reason=info.get("terminateReason"), counts=counts), meta.get("generation"))
         new = {"state": step.state, "executionInfo": info, "taskCounts": counts, "taskSlotCounts": slots,
                "observedGeneration": meta.get("generation"), **self.special_status(job)}
         if step.state != status.get("state"):
             new["previousState"] = status.get("state")
             new["stateTransitionTime"] = now_iso()
         if changed_keys(status, new, ignore=("previousState", "stateTransitionTime")) \
-                or not same_conditions(status.get("conditions"), conds):
+                or not conditions.same(status.get("conditions"), conds):
             new["conditions"] = conds
             await self.ex.patch_status("jobs", job, new)
 
     def _gauge_tasks(self) -> None:
-        for st in ("active", "preparing", "running", "completed"):
-            metrics.TASKS.labels(st).set(self.store.state_counts.get(st, 0))
+        """Tasks by namespace, pool and state, from the store's per-job counts (every few seconds)."""
+        now = clock.monotonic()
+        if now - getattr(self, "_gauged_at", 0.0) < GAUGE_EVERY:
+            return
+        self._gauged_at = now
+        totals: dict[tuple[str, str, str], int] = {}
+        for jk, counts in self.store.job_state_counts.items():
+            job = self.store.jobs.get(jk)
+            pool = jobcore.pool_id_of(job) if job else ""
+            ns = jk.split("/", 1)[0]
+            for st in ("active", "preparing", "running", "completed"):
+                totals[(ns, pool, st)] = totals.get((ns, pool, st), 0) + counts.get(st, 0)
+        metrics.TASKS.clear()
+        for labels, n in totals.items():
+            if n:
+                metrics.TASKS.labels(*labels).set(n)

@@ -3,7 +3,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import platform
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (PODBATCH_LOG_FORMAT=json), for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
 
 
 def main() -> None:
@@ -15,6 +28,11 @@ def main() -> None:
     import kopf
     level = logging.DEBUG if args.verbose else getattr(logging, handlers.SETTINGS.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if handlers.SETTINGS.log_format == "json":
+        for h in logging.getLogger().handlers:
+            h.setFormatter(JsonFormatter())
+    from podbatch import __version__, metrics
+    metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)   # a line per liveness probe otherwise
     namespaces = handlers.SETTINGS.namespace_list

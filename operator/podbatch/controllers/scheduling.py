@@ -7,7 +7,7 @@ import asyncio
 
 from podbatch import metrics
 from podbatch.controllers import clock
-from podbatch.controllers.status import initial_status, now_iso, parse_time
+from podbatch.controllers.status import initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
 from podbatch.core import deps as depcore
 from podbatch.core import jobs as jobcore
@@ -174,9 +174,12 @@ class Scheduling:
             self.store.changed.set()   # look again; most tasks are bound before this
             return
         if reason["reason"] in USER_FIXABLE:
-            self.ex.event(t, "Warning", reason["reason"], reason["message"])
+            # on the Job, grouped: a job of 10,000 tasks on a missing pool makes one Event, not 10,000
+            job = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
+            self.ex.event(job or t, "Warning", reason["reason"], reason["message"])
         st = t.get("status") or {}
-        await self.ex.patch_status("tasks", t, {"pendingReason": reason, **({} if st.get("state") else initial_status(now_iso()))})
+        await self.ex.patch_status("tasks", t, with_task_conditions(
+            t, {"pendingReason": reason, **({} if st.get("state") else initial_status(now_iso()))}, user_fixable=USER_FIXABLE))
 
     async def _bind(self, b, pool: dict, now: str) -> None:
         s = self.store
@@ -198,14 +201,14 @@ class Scheduling:
                              "podName": naming.task_pod_name(t["metadata"]["name"], attempt) if i == 0
                              else naming.subtask_pod_name(t["metadata"]["name"], attempt, i)}
                             for i, n in enumerate(b.nodes)] if len(b.nodes) > 1 else None}
-        res = await self.ex.patch_status("tasks", t, new)
+        res = await self.ex.patch_status("tasks", t, with_task_conditions(t, new))
         self._pending_since.pop(b.task, None)
         if not res:
             return
         job = s.jobs.get(key(ns, t["spec"]["jobName"]))
         if job:
             await self._create_task_pod(res, res.get("status") or {}, job)
-        metrics.BINDINGS.inc()
+        metrics.BINDINGS.labels(ns, pool["metadata"]["name"]).inc()
         self._bindings += 1
         self._last_bound[key(ns, t["spec"]["jobName"])] = self._bindings
         if attempt == 1:

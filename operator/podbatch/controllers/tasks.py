@@ -9,7 +9,7 @@ import logging
 
 from podbatch import metrics
 from podbatch.controllers import clock
-from podbatch.controllers.status import condition, initial_status, now_iso, parse_time
+from podbatch.controllers.status import condition, initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
 from podbatch.core import files as rfiles
 from podbatch.core import naming, pods
@@ -52,8 +52,8 @@ class Tasks:
                                failure={"category": "servererror", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
             else:
                 new = new_attempt(st, now=now_iso(), kind="requeue", reason=why, stopping=live)
-                metrics.TASK_REQUEUES.inc()
-            await self.ex.patch_status("tasks", t, new)
+                metrics.TASK_REQUEUES.labels(*_pool_labels(t, st)).inc()
+            await self.ex.patch_status("tasks", t, with_task_conditions(t, new))
             for name in self._attempt_pods(st):
                 await self.ex.delete_pod(t["metadata"]["namespace"], name, grace=0 if force else None)
             self.ex.event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why)
@@ -174,13 +174,13 @@ class Tasks:
             # binding (or its pending reason), which saves one API write per task.
             invalid = self._validate(t)
             if invalid:
-                await self.ex.patch_status("tasks", t, {**initial_status(now), "conditions": [
-                    condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Task and apply it again.")]})
+                await self.ex.patch_status("tasks", t, with_task_conditions(
+                    t, initial_status(now), invalid=f"{invalid}. Fix the Task and apply it again."))
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
         if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
-            await self.ex.patch_status("tasks", t, complete(st, now=now, exit_code=None, result="failure", failure={
-                "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"}))
+            await self.ex.patch_status("tasks", t, with_task_conditions(t, complete(st, now=now, exit_code=None, result="failure", failure={
+                "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"})))
             await self._stop_pods(t, self._attempt_pods(st))
             touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
             return True
@@ -189,11 +189,11 @@ class Tasks:
             info = st.get("executionInfo") or {}
             if info.get("result") == "failure" and t["spec"].get("desiredState") != "terminated":
                 # Batch: a reactivated task runs again with its retry count reset
-                await self.ex.patch_status("tasks", t, {
+                await self.ex.patch_status("tasks", t, with_task_conditions(t, {
                     "state": ACTIVE, "previousState": state, "stateTransitionTime": now, "attempt": int(st.get("attempt", 1)) + 1,
                     "podName": None, "nodeInfo": None, "subtasks": None, "handledReactivateRequestId": request,
                     "executionInfo": {"retryCount": 0, "requeueCount": info.get("requeueCount", 0), "startTime": None,
-                                      "endTime": None, "exitCode": None, "result": None, "failureInfo": None}})
+                                      "endTime": None, "exitCode": None, "result": None, "failureInfo": None}}))
                 self.ex.event(t, "Normal", "TaskReactivated", "the failed task was reactivated and will run again")
             else:
                 await self.ex.patch_status("tasks", t, {"handledReactivateRequestId": request})
@@ -267,10 +267,10 @@ class Tasks:
     async def _apply_outcome(self, t: dict, st: dict, out: Outcome, job: dict) -> None:
         ns = t["metadata"]["namespace"]
         if out.status:
-            await self.ex.patch_status("tasks", t, out.status)
+            await self.ex.patch_status("tasks", t, with_task_conditions(t, out.status))
             metrics.TASK_TRANSITIONS.labels(out.status.get("state", st.get("state"))).inc()
             if out.status.get("state") == ACTIVE and (out.status.get("executionInfo") or {}).get("retryCount", 0) > (st.get("executionInfo") or {}).get("retryCount", 0):
-                metrics.TASK_RETRIES.inc()
+                metrics.TASK_RETRIES.labels(*_pool_labels(t, st)).inc()
             if out.completed:
                 info = out.status.get("executionInfo") or {}
                 a, b = parse_time(info.get("startTime")), parse_time(info.get("endTime"))
@@ -438,3 +438,7 @@ class Tasks:
                                "the task's pod and directory were removed after constraints.retentionTime"))
         await self.ex.patch_status("tasks", t, {"conditions": conds})
         return True
+
+
+def _pool_labels(t: dict, st: dict) -> tuple[str, str]:
+    return t["metadata"]["namespace"], (st.get("nodeInfo") or {}).get("poolId", "")

@@ -1,0 +1,56 @@
+"""Operability: JSON logs, grouped warnings, the liveness of the engine."""
+import asyncio
+import json
+import logging
+
+from podbatch.controllers.executor import Executor
+from podbatch.controllers.run import JsonFormatter
+from podbatch.controllers.store import Store
+
+
+def test_json_log_lines_parse_and_carry_the_exception():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+        rec = logging.LogRecord("podbatch.engine", logging.ERROR, __file__, 1, "pass %s failed", ("p1",), sys.exc_info())
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["level"] == "ERROR" and out["logger"] == "podbatch.engine" and out["message"] == "pass p1 failed"
+    assert "ValueError: boom" in out["exception"]
+
+
+class _Events:
+    def __init__(self):
+        self.posted = []
+
+    async def post_event(self, body, etype, reason, message):
+        self.posted.append((body["metadata"]["name"], etype, reason, message))
+
+
+def test_identical_warnings_about_one_object_are_posted_once():
+    async def go():
+        kube = _Events()
+        ex = Executor(kube, Store())
+        job = {"metadata": {"name": "j", "namespace": "ns", "uid": "u1"}}
+        for _ in range(10_000):   # e.g. every task of a job on a missing pool
+            ex.event(job, "Warning", "PoolNotFound", "pool 'p' does not exist")
+        ex.event(job, "Warning", "PoolNotFound", "pool 'q' does not exist")   # another message: posted
+        ex.event(job, "Normal", "JobCompleted", "done")
+        ex.event(job, "Normal", "JobCompleted", "done")                       # normal events are not grouped
+        await asyncio.sleep(0)
+        await asyncio.gather(*ex._events)
+        return kube.posted
+    posted = asyncio.run(go())
+    assert [p[2] for p in posted].count("PoolNotFound") == 2
+    assert [p[2] for p in posted].count("JobCompleted") == 2
+
+
+def test_a_standby_posts_nothing():
+    async def go():
+        kube = _Events()
+        ex = Executor(kube, Store())
+        ex.is_leader = lambda: False
+        ex.event({"metadata": {"name": "j", "namespace": "ns", "uid": "u"}}, "Warning", "X", "y")
+        await asyncio.sleep(0)
+        return kube.posted
+    assert asyncio.run(go()) == []
