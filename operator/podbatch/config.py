@@ -13,6 +13,11 @@ class Settings(BaseSettings):
 
     namespaces: str = Field("", description="comma-separated namespaces to serve; empty = all")
     node_root: str = Field("/var/lib/podbatch", description="root of the node directories on each node")
+    require_grants: bool = Field(False, description=(
+        "a Pool takes nodes only when a cluster-scoped PoolGrant grants them to its namespace: true for a "
+        "cluster shared by tenants (an `edit` user can otherwise take any free Node and write under any "
+        "host directory); false keeps a single-tenant install working without grants, where only the "
+        "namespaces some PoolGrant names are restricted"))
     tools_image: str = Field("busybox", description="image of the node-preparation init container")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port; 0 = off")
     log_level: str = Field("INFO")

@@ -42,8 +42,10 @@ def test_example_is_accepted(api_client, custom_api, namespace, crds, path):
     assert docs
     for doc in docs:
         if doc["apiVersion"].startswith(GROUP + "/"):
-            created = custom_api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, KINDS[doc["kind"]].plural, doc, dry_run="All")
+            info = KINDS[doc["kind"]]
+            created = (custom_api.create_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, doc, dry_run="All")
+                       if info.namespaced else
+                       custom_api.create_cluster_custom_object(GROUP, VERSION, info.plural, doc, dry_run="All"))
             # The server's defaults are ones the model knows and agrees with.
             model = validate_object(created)
             assert model.spec.to_dict() == created["spec"]

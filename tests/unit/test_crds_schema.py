@@ -44,14 +44,16 @@ def at(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
 
 
 def test_names_scope_and_subresources():
-    short = {"Pool": "bpool", "ComputeNode": "bnode", "Job": "bjob", "Task": "btask", "JobSchedule": "bjs"}
+    short = {"Pool": "bpool", "ComputeNode": "bnode", "Job": "bjob", "Task": "btask", "JobSchedule": "bjs",
+             "PoolGrant": "bgrant"}
     for kind, c in all_crds().items():
         spec = c["spec"]
+        grant = kind == "PoolGrant"   # cluster-scoped: only a cluster admin grants nodes
         assert c["apiVersion"] == "apiextensions.k8s.io/v1"
         assert c["metadata"]["name"] == f"{spec['names']['plural']}.{GROUP}"
-        assert spec["group"] == GROUP and spec["scope"] == "Namespaced"
+        assert spec["group"] == GROUP and spec["scope"] == ("Cluster" if grant else "Namespaced")
         assert spec["names"]["kind"] == kind and spec["names"]["shortNames"] == [short[kind]]
-        assert spec["names"]["categories"] == ["podbatch"]
+        assert spec["names"].get("categories") in (([], None) if grant else (["podbatch"],))
         (version,) = spec["versions"]
         assert version["name"] == VERSION and version["served"] and version["storage"]
         assert version["subresources"] == {"status": {}}

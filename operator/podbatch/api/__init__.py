@@ -10,6 +10,7 @@ from typing import Any
 
 from podbatch import API_VERSION, GROUP, VERSION
 from podbatch.api.common import Condition, Duration, KindModel, parse_duration
+from podbatch.api.grant import PoolGrant, PoolGrantSpec, PoolGrantStatus
 from podbatch.api.job import Job, JobSpec, JobStatus
 from podbatch.api.jobschedule import JobSchedule, JobScheduleSpec, JobScheduleStatus
 from podbatch.api.node import ComputeNode, ComputeNodeSpec, ComputeNodeStatus
@@ -48,6 +49,8 @@ class KindInfo:
     singular: str
     short_names: tuple[str, ...]
     printer_columns: tuple[PrinterColumn, ...] = field(default=())
+    namespaced: bool = True
+    categories: tuple[str, ...] = ("podbatch",)
 
     @property
     def list_kind(self) -> str:
@@ -106,6 +109,14 @@ KINDS: dict[str, KindInfo] = {
         PrinterColumn("Recent Job", "string", ".status.executionInfo.recentJob.name"),
         AGE,
     )),
+    # Cluster-scoped, so that only cluster admins write it; out of the `podbatch` category,
+    # so a namespace user's `kubectl get podbatch` is not refused for it.
+    "PoolGrant": KindInfo("PoolGrant", PoolGrant, "poolgrants", "poolgrant", ("bgrant",), (
+        PrinterColumn("Providers", "string", ".spec.providers", "allowed node-group providers"),
+        PrinterColumn("MaxNodes", "integer", ".spec.maxNodes", "most nodes per namespace"),
+        PrinterColumn("RootDir", "string", ".spec.nodeRootDir", "node directory root", priority=1),
+        AGE,
+    ), namespaced=False, categories=()),
 }
 
 CATEGORY = "podbatch"
@@ -143,6 +154,6 @@ __all__ = [
     "API_VERSION", "CATEGORY", "GROUP", "KINDS", "VERSION",
     "ComputeNode", "ComputeNodeSpec", "ComputeNodeStatus", "Condition", "Duration",
     "InvalidObject", "Job", "JobSchedule", "JobScheduleSpec", "JobScheduleStatus", "JobSpec",
-    "JobStatus", "KindInfo", "Pool", "PoolSpec", "PoolStatus", "PrinterColumn", "Task",
+    "JobStatus", "KindInfo", "Pool", "PoolGrant", "PoolGrantSpec", "PoolGrantStatus", "PoolSpec", "PoolStatus", "PrinterColumn", "Task",
     "TaskSpec", "TaskStatus", "parse_duration", "validate_object",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from podbatch import GROUP, VERSION
-from podbatch.api import CATEGORY, KINDS, KindInfo
+from podbatch.api import KINDS, KindInfo
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "crds"
@@ -145,9 +145,9 @@ def crd(info: KindInfo) -> dict[str, Any]:
                 "plural": info.plural,
                 "singular": info.singular,
                 "shortNames": list(info.short_names),
-                "categories": [CATEGORY],
+                "categories": list(info.categories),
             },
-            "scope": "Namespaced",
+            "scope": "Namespaced" if info.namespaced else "Cluster",
             "versions": [{
                 "name": VERSION,
                 "served": True,

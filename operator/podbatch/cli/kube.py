@@ -179,9 +179,10 @@ class Cluster:
         except ApiException as e:
             raise CliError(f"patching {kind} {name}: {api_error(e)}") from None
 
-    def apply(self, body: dict[str, Any], namespace: str | None = None, dry_run: bool = False) -> tuple[str, dict[str, Any]]:
+    def apply(self, body: dict[str, Any], namespace: str | None = None, dry_run: bool = False,
+              force_conflicts: bool = False) -> tuple[str, dict[str, Any]]:
         """Server-side apply of one object (create or patch); returns (created|configured|unchanged, object)."""
-        return apply_object(self.api, body, namespace or self.namespace, dry_run=dry_run)
+        return apply_object(self.api, body, namespace or self.namespace, dry_run=dry_run, force_conflicts=force_conflicts)
 
     def delete(self, kind: str, name: str) -> bool:
         from kubernetes.client.rest import ApiException
@@ -228,8 +229,34 @@ def _dynamic_resource(api_client, body: dict[str, Any]):
         raise CliError(f"the server has no kind {body.get('kind')} in {body.get('apiVersion')}") from None
 
 
-def apply_object(api_client, body: dict[str, Any], namespace: str, dry_run: bool = False) -> tuple[str, dict[str, Any]]:
-    """Server-side apply (create or patch, field manager kubectl-podbatch, forced)."""
+class ApplyConflict(CliError):
+    """Server-side apply refused: fields of the manifest are owned by another field manager."""
+
+
+def apply_conflict(e: Exception, what: str) -> ApplyConflict | None:
+    """The error to show for a server-side apply refused with 409 Conflict: which fields,
+    which managers own them, and how to go on; None for any other error."""
+    if getattr(e, "status", None) != 409:
+        return None
+    try:
+        st = json.loads(getattr(e, "body", None) or "{}")
+    except (ValueError, TypeError):
+        st = {}
+    causes = [c for c in (st.get("details") or {}).get("causes") or [] if c.get("reason") == "FieldManagerConflict"]
+    if not causes:
+        return None
+    lines = [f"  {c.get('field', '?')}: {c.get('message', '')}" for c in causes]
+    return ApplyConflict(
+        f"{what}: {len(causes)} field(s) are managed by another field manager (not changed):\n" + "\n".join(lines)
+        + f"\nThat manager (GitOps, Helm, kubectl, the operator) may set them back. Remove the fields from your manifest, "
+        f"or re-run with --force-conflicts to take them over as {FIELD_MANAGER}.")
+
+
+def apply_object(api_client, body: dict[str, Any], namespace: str, dry_run: bool = False,
+                 force_conflicts: bool = False) -> tuple[str, dict[str, Any]]:
+    """Server-side apply (create or patch, field manager kubectl-podbatch). Fields another
+    manager owns are taken over only with `force_conflicts`, as kubectl does; otherwise the
+    apply fails with ApplyConflict naming them."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
@@ -241,7 +268,9 @@ def apply_object(api_client, body: dict[str, Any], namespace: str, dry_run: bool
         raise CliError(f"{body.get('kind')} without metadata.name")
     kind = body.get("kind", "")
     extra = {"dry_run": "All"} if dry_run else {}
-    if str(body.get("apiVersion", "")).startswith(GROUP + "/"):
+    namespaced_ours = str(body.get("apiVersion", "")).startswith(GROUP + "/") and \
+        getattr(KINDS.get(kind), "namespaced", True)
+    if namespaced_ours:   # (a cluster-scoped PoolGrant goes the dynamic client's way below)
         ns = meta.get("namespace") or namespace
         meta["namespace"] = ns
         body["metadata"] = meta
@@ -255,10 +284,10 @@ def apply_object(api_client, body: dict[str, Any], namespace: str, dry_run: bool
             before = None
         try:
             after = custom.patch_namespaced_custom_object(
-                group, version, ns, plural(kind), name, body, field_manager=FIELD_MANAGER, force=True,
+                group, version, ns, plural(kind), name, body, field_manager=FIELD_MANAGER, force=force_conflicts,
                 _content_type="application/apply-patch+yaml", **extra)
         except ApiException as e:
-            raise CliError(f"{kind} {ns}/{name}: {api_error(e)}") from None
+            raise apply_conflict(e, f"{kind} {ns}/{name}") or CliError(f"{kind} {ns}/{name}: {api_error(e)}") from None
         if after is None:  # 201 Created: the generated client only decodes 200 for PATCH
             after = before_or_get(custom, group, version, ns, plural(kind), name, body, dry_run)
     else:
@@ -275,9 +304,9 @@ def apply_object(api_client, body: dict[str, Any], namespace: str, dry_run: bool
             before = None
         try:
             after = dyn.server_side_apply(res, body=body, name=name, namespace=ns, field_manager=FIELD_MANAGER,
-                                          force_conflicts=True, **extra).to_dict()
+                                          force_conflicts=force_conflicts, **extra).to_dict()
         except ApiException as e:
-            raise CliError(f"{kind} {name}: {api_error(e)}") from None
+            raise apply_conflict(e, f"{kind} {name}") or CliError(f"{kind} {name}: {api_error(e)}") from None
     if before is None:
         verb = "created"
     elif before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion"):

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = cmd("apply", "validate every podbatch object, then create or update them (server-side apply)")
     a.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR", help="manifest file or directory (repeatable; - for stdin)")
     a.add_argument("--dry-run", action="store_true", help="send with dryRun=All: the server checks, nothing is stored")
+    a.add_argument("--force-conflicts", action="store_true",
+                   help="take over fields another field manager owns (as kubectl apply --server-side --force-conflicts); "
+                        "without it such an object is not changed and its conflicts are listed")
     a.add_argument("-R", "--recursive", action="store_true", default=True, help=argparse.SUPPRESS)
 
     v = cmd("validate", "check manifests against the podbatch schemas without a cluster")
@@ -157,6 +160,7 @@ def cmd_validate(args: argparse.Namespace, out=None) -> int:
 
 def cmd_apply(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli import manifests
+    from podbatch.cli.kube import ApplyConflict
     docs = manifests.load(args.filename)
     rc = cmd_validate(args, out)
     if rc:
@@ -164,11 +168,19 @@ def cmd_apply(args: argparse.Namespace, out=None) -> int:
     cluster = _cluster(args)
     # Pools before jobs before tasks, other kinds (namespaces, config) first of all.
     order = {"Namespace": -2, "Pool": 0, "ComputeNode": 1, "Job": 2, "JobSchedule": 3, "Task": 4}
+    conflicts = []
     for m in sorted(docs, key=lambda m: order.get(m.kind, -1)):
-        verb, obj = cluster.apply(m.body, dry_run=args.dry_run)
+        try:
+            verb, obj = cluster.apply(m.body, dry_run=args.dry_run, force_conflicts=getattr(args, "force_conflicts", False))
+        except ApplyConflict as e:   # the others are still applied, as kubectl does
+            conflicts.append(str(e))
+            continue
         group = (obj.get("apiVersion") or "").split("/")[0]
         kind = m.kind.lower() + (f".{group}" if "." in group else "")
         print(f"{kind}/{m.name} {verb}{' (dry run)' if args.dry_run else ''}", file=out)
+    if conflicts:
+        print("error: " + "\nerror: ".join(conflicts), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -55,6 +55,9 @@ for plural, put in (("pools", STORE.put_pool), ("computenodes", STORE.put_cnode)
 
 kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record("pods", STORE.put_pod))
 kopf.on.event("", "v1", "nodes")(_record("nodes", STORE.put_knode))
+# Cluster-scoped: who may take which nodes (core/tenancy.py), and the namespaces' labels grants select by.
+kopf.on.event(GROUP, VERSION, "poolgrants")(_record("poolgrants", STORE.put_grant))
+kopf.on.event("", "v1", "namespaces")(_record("namespaces", STORE.put_namespace))
 
 
 def _serve_terminating_namespaces() -> None:

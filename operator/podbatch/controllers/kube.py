@@ -29,7 +29,7 @@ MERGE = "application/merge-patch+json"
 # sent by a leader about to be deposed cannot hang on and land long after.
 REQUEST_TIMEOUT = 15.0
 # what list_kind lists: the podbatch kinds, podbatch's pods, and Nodes
-CORE_KINDS = ("pods", "nodes")
+CORE_KINDS = ("pods", "nodes", "namespaces")
 
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -96,10 +96,13 @@ class Kube:
                 call = self.core.list_pod_for_all_namespaces(label_selector="podbatch.io/role", **kw)
             elif plural == "nodes":
                 call = self.core.list_node(**kw)
-            else:
+            elif plural == "namespaces":
+                call = self.core.list_namespace(**kw)
+            else:   # namespaced kinds across namespaces, and the cluster-scoped PoolGrants
                 call = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kw)
-            res = await self._call("list", plural, call) or {}
-            kind = {"pods": "Pod", "nodes": "Node"}.get(plural)
+            # no PoolGrant CRD (an operator upgraded before its CRDs): no grants, not a stuck sync
+            res = await self._call("list", plural, call, ok=(404,) if plural == "poolgrants" else ()) or {}
+            kind = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}.get(plural)
             for it in res.get("items") or []:
                 if kind:   # list items of core kinds carry no kind; the store's bodies do
                     it.setdefault("kind", kind)

@@ -4,9 +4,9 @@ scheduling. Step 2 of a pass."""
 from __future__ import annotations
 
 from podbatch.controllers import clock
-from podbatch.controllers.status import changed_keys, node_address, node_condition, node_ready, now_iso, parse_time
+from podbatch.controllers.status import changed_keys, merged_conditions, node_address, node_condition, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
-from podbatch.core import naming, pods, removals
+from podbatch.core import conditions, naming, pods, removals, tenancy
 from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
 from podbatch.nodegroups import provider_for
 
@@ -113,7 +113,7 @@ class Nodes:
         info = dict(status.get("startTaskInfo") or {})
         prep_phase, failed_for_good = "", False
         ready = node_ready(knode)
-        if knode and ready == "True":
+        if knode and ready == "True" and not tenancy.refused(pool):   # a refused pool's root dir is not trusted
             retry = max(preps) if preps else 0
             rec = preps.get(retry)
             placement = self._placement(pool, c)
@@ -167,6 +167,9 @@ class Nodes:
             new["lastBootTime"] = now_iso()
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
+        new["conditions"] = merged_conditions(status.get("conditions"), conditions.node_conditions(
+            state=state, start_task_failure=info.get("failureInfo")), c["metadata"].get("generation"))
+        new["observedGeneration"] = c["metadata"].get("generation")
         changed = changed_keys(status, new)
         counts_only = set(changed) <= {"runningTasksCount", "runningTaskSlotsCount"}
         if changed and counts_only and clock.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from podbatch import API_VERSION
 from podbatch.controllers import clock
-from podbatch.controllers.status import body_key, changed_keys, condition, node_ready, now_iso, parse_time, same_conditions
+from podbatch.controllers.status import body_key, changed_keys, merged_conditions, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
-from podbatch.core import autoscale
+from podbatch.core import autoscale, conditions
 from podbatch.core import jobs as jobcore
-from podbatch.core import naming, pods, removals
+from podbatch.core import naming, pods, removals, tenancy
 from podbatch.core.durations import seconds
 from podbatch.nodegroups import provider_for
 
@@ -21,9 +21,11 @@ class Pools:
         status = pool.get("status") or {}
         invalid = self._validate(pool)
         if invalid:
-            conds = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the Pool spec and apply it again.", meta.get("generation"))]
-            if not same_conditions(status.get("conditions"), conds):
-                await self.ex.patch_status("pools", pool, {"conditions": conds})
+            conds = merged_conditions(status.get("conditions"), conditions.pool_conditions(
+                invalid=f"{invalid}. Fix the Pool spec and apply it again.", deleting=False, allocation_state="", target=0,
+                current=0, node_counts={}), meta.get("generation"))
+            if not conditions.same(status.get("conditions"), conds) or status.get("observedGeneration") != meta.get("generation"):
+                await self.ex.patch_status("pools", pool, {"conditions": conds, "observedGeneration": meta.get("generation")})
             return
         members = self.store.pool_members(ns, name)
         deleting = bool(meta.get("deletionTimestamp"))
@@ -39,8 +41,13 @@ class Pools:
             provider = provider_for(pool, self.ex)
         except NotImplementedError as e:
             provider, errors = None, [{"code": "ProviderNotImplemented", "message": str(e)}]
+        # within what a cluster admin granted the namespace? If not, the pool takes no more
+        # nodes (it keeps those it has and may shrink); the condition and Event say why.
+        grant = self._grant_decision(pool, want_d, want_l) if not deleting else tenancy.Decision(applies=False)
+        if grant.refusal:
+            errors.insert(0, {"code": tenancy.REASON_NOT_GRANTED, "message": grant.refusal})
         live = [m for m in members if not m["metadata"].get("deletionTimestamp")]
-        if provider and len(live) < target:
+        if provider and len(live) < target and not grant.refusal:
             msgs = await provider.grow({**pool, "spec": {**spec, "targetDedicatedNodes": want_d, "targetLowPriorityNodes": want_l}},
                                        live, target - len(live), self.store.knodes, want_l)
             errors += [{"code": "InsufficientNodes", "message": m} for m in msgs]
@@ -88,22 +95,39 @@ class Pools:
                "nodeCounts": counts, "resizeErrors": errors or None, "observedGeneration": meta.get("generation")}
         if auto_run:
             new["autoScaleRun"] = auto_run
-        ready = counts["idle"] + counts["running"]
-        conds = [condition("Valid", True, "SpecAccepted", "the pool spec is valid", meta.get("generation")),
-                 condition("Ready", ready > 0, "NodesReady" if ready else "NoNodeReady",
-                           f"{ready} of {len(members)} nodes can take tasks", meta.get("generation"))]
-        if errors:
-            conds.append(condition("ResizeError", True, errors[0]["code"], errors[0]["message"], meta.get("generation")))
-        if auto_run and auto_run.get("error"):
-            conds.append(condition("AutoScaleError", True, auto_run["error"]["code"], auto_run["error"]["message"], meta.get("generation")))
+        conds = merged_conditions(status.get("conditions"), conditions.pool_conditions(
+            invalid=None, deleting=deleting, allocation_state=alloc, target=target, current=len(members), node_counts=counts,
+            resize_error=errors[0] if errors else None, autoscale_error=(auto_run or {}).get("error"))
+            + self._granted_conditions(pool, grant), meta.get("generation"))
         if alloc != status.get("allocationState"):
             new["allocationStateTransitionTime"] = now_iso()
             if alloc == "steady" and status.get("allocationState") == "resizing":
                 self.ex.event(pool, "Normal", "ResizeComplete", f"pool has {len(members)} nodes")
-        changed = bool(changed_keys(status, new)) or not same_conditions(status.get("conditions"), conds)
+        changed = bool(changed_keys(status, new)) or not conditions.same(status.get("conditions"), conds)
         if changed:
             new["conditions"] = conds
             await self.ex.patch_status("pools", pool, new)
+
+    def _grant_decision(self, pool: dict, want_d: int, want_l: int) -> tenancy.Decision:
+        """The pool (at its effective targets) against the PoolGrants of its namespace."""
+        if not self.store.grants and not self.settings.require_grants:
+            return tenancy.Decision(applies=False)   # single-tenant: nothing to check
+        ns = pool["metadata"]["namespace"]
+        return tenancy.decide(
+            {**pool, "spec": {**pool["spec"], "targetDedicatedNodes": want_d, "targetLowPriorityNodes": want_l}},
+            list(self.store.grants.values()), self.store.namespace_labels(ns), require_grants=self.settings.require_grants,
+            namespace_pools=[p for p in self.store.pools.values() if p["metadata"]["namespace"] == ns])
+
+    def _granted_conditions(self, pool: dict, grant: tenancy.Decision) -> list:
+        """`Granted` when PoolGrants govern the namespace; a new refusal is also an Event."""
+        if not grant.applies:
+            return []
+        if grant.refusal is None:
+            return [conditions.Cond("Granted", True, tenancy.REASON_GRANTED, f"within PoolGrant {grant.granted_by}")]
+        old = next((c for c in (pool.get("status") or {}).get("conditions") or [] if c.get("type") == "Granted"), {})
+        if old.get("message") != grant.refusal:
+            self.ex.event(pool, "Warning", tenancy.REASON_NOT_GRANTED, grant.refusal)
+        return [conditions.Cond("Granted", False, tenancy.REASON_NOT_GRANTED, grant.refusal)]
 
     SAMPLE_SECONDS = 30.0
     SAMPLE_KEEP = 24 * 3600.0
@@ -201,7 +225,7 @@ class Pools:
         """Give a node back, after wiping the pool's directories on it (real nodes only:
         a simulated node has no disk)."""
         fake = (node["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) == "fake"
-        if c is not None and not fake and node_ready(node) == "True":
+        if c is not None and not fake and node_ready(node) == "True" and not tenancy.refused(pool):
             placement = self._placement(pool, c)
             phase = await self._remove_dirs(placement, [pods.node_root_dir(placement)], f"release-{self._boot_of(c)}",
                                             owner=pods.owner_reference(c))

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 from podbatch import API_VERSION
 from podbatch.controllers import clock
-from podbatch.controllers.status import changed_keys, condition, now_iso, parse_time
+from podbatch.controllers.status import changed_keys, merged_conditions, now_iso, parse_time
 from podbatch.controllers.store import key
-from podbatch.core import naming, pods
+from podbatch.core import conditions, naming, pods
 from podbatch.core.jobs import auto_pool_goes_with
 from podbatch.core.schedule import due
 
@@ -56,9 +56,9 @@ class JobSchedules:
         last_run = max(occurrences) if occurrences else None
         desired = spec.get("desiredState", "active")
         new: dict = {}
+        bad: tuple[str, str] | None = None   # (reason, message) of an invalid spec or schedule
         if invalid:
-            new["conditions"] = [condition("Valid", False, "InvalidSpec", f"{invalid}. Fix the JobSchedule and apply it again.",
-                                           meta.get("generation"))]
+            bad = ("InvalidSpec", f"{invalid}. Fix the JobSchedule and apply it again.")
             state = status.get("state") or "active"
         elif desired == "terminated":
             for j in active:
@@ -73,7 +73,7 @@ class JobSchedules:
                         last_run=last_run, now=clock.time())
             except ValueError as e:
                 d = None
-                new["conditions"] = [condition("Valid", False, "InvalidSchedule", f"{e}. Fix spec.schedule.", meta.get("generation"))]
+                bad = ("InvalidSchedule", f"{e}. Fix spec.schedule.")
             state = "active"
             if d is not None:
                 if d.at is not None and not active:
@@ -94,7 +94,9 @@ class JobSchedules:
             await self._end_schedule_pool(js)
         if state == "completed" and not info.get("endTime"):
             info["endTime"] = now_iso()
-        new.update({"state": state, "executionInfo": info})
+        new.update({"state": state, "executionInfo": info, "observedGeneration": meta.get("generation"),
+                    "conditions": merged_conditions(status.get("conditions"), conditions.schedule_conditions(
+                        invalid=bad[1] if bad else None, invalid_reason=bad[0] if bad else "", state=state), meta.get("generation"))})
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
         if changed_keys(status, new):

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from podbatch.controllers import clock
 from podbatch.controllers.store import key
+from podbatch.core import conditions
 from podbatch.core.tasks import ACTIVE
 
 now_iso = clock.now_iso
@@ -24,6 +25,24 @@ def parse_time(s: str | None) -> float | None:
 def condition(ctype: str, ok: bool, reason: str, message: str, generation: int | None = None) -> dict:
     return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message,
             "lastTransitionTime": now_iso(), "observedGeneration": generation}
+
+
+def merged_conditions(old: list | None, desired: list, generation: int | None, keep: tuple[str, ...] = ()) -> list[dict]:
+    """The conditions to write: `desired` (core.conditions.Cond tuples) with each one's
+    lastTransitionTime kept unless its status changed."""
+    return conditions.merge(old, desired, now=now_iso(), generation=generation, keep=keep)
+
+
+def with_task_conditions(t: dict, new: dict, *, invalid: str | None = None, user_fixable=frozenset()) -> dict:
+    """A task status write `new` with the task's conditions and observedGeneration added, when
+    it changes the state or the pending reason (no write of its own: tasks are the hot path)."""
+    if not invalid and "state" not in new and "pendingReason" not in new:
+        return new
+    st = t.get("status") or {}
+    after = {**st, **new}
+    conds = merged_conditions(st.get("conditions"), conditions.task_conditions(after, invalid=invalid, user_fixable=user_fixable),
+                              t["metadata"].get("generation"), keep=("Retained",))
+    return {**new, "conditions": conds, "observedGeneration": t["metadata"].get("generation")}
 
 
 def _pruned(v):

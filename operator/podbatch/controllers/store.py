@@ -58,6 +58,8 @@ class Store:
         self.pools: dict[str, dict] = {}
         self.cnodes: dict[str, dict] = {}
         self.knodes: dict[str, dict] = {}
+        self.grants: dict[str, dict] = {}        # PoolGrants (cluster-scoped), by name
+        self.knamespaces: dict[str, dict] = {}   # Namespaces, by name: PoolGrants select them by label
         self.jobs: dict[str, dict] = {}
         self.jobschedules: dict[str, dict] = {}
         self.tasks: dict[str, dict] = {}
@@ -203,6 +205,24 @@ class Store:
         self.dirty_pools.update(self.pools)   # few pools; static ones may adopt this node
         self._touch()
 
+    def _put_cluster_scoped(self, table: dict, kind: str, body: dict, deleted: bool) -> None:
+        name = body["metadata"]["name"]
+        if deleted:
+            table.pop(name, None)
+            self._tombstone(kind, name, _rv(body))
+        else:
+            self._put(table, name, body, kind)
+        self._touch()   # every pool is reconciled each pass, and sees the grants then
+
+    def put_grant(self, body: dict, deleted: bool = False) -> None:
+        self._put_cluster_scoped(self.grants, "poolgrants", body, deleted)
+
+    def put_namespace(self, body: dict, deleted: bool = False) -> None:
+        self._put_cluster_scoped(self.knamespaces, "namespaces", body, deleted)
+
+    def namespace_labels(self, ns: str) -> dict:
+        return ((self.knamespaces.get(ns) or {}).get("metadata") or {}).get("labels") or {}
+
     def put_pod(self, body: dict, deleted: bool = False) -> None:
         meta = body["metadata"]
         k = key(meta["namespace"], meta["name"])
@@ -302,7 +322,8 @@ class Store:
         return {"pools": (self.put_pool, self.pools), "computenodes": (self.put_cnode, self.cnodes),
                 "jobs": (self.put_job, self.jobs), "tasks": (self.put_task, self.tasks),
                 "jobschedules": (self.put_jobschedule, self.jobschedules), "pods": (self.put_pod, self.pods),
-                "nodes": (self.put_knode, self.knodes)}[plural]
+                "nodes": (self.put_knode, self.knodes), "poolgrants": (self.put_grant, self.grants),
+                "namespaces": (self.put_namespace, self.knamespaces)}[plural]
 
     # --- queries ----------------------------------------------------------------
     def pool_members(self, ns: str, pool: str) -> list[dict]:
