@@ -118,9 +118,10 @@ def test_lint_reports_values_that_break_the_schema():
     assert any(m["severity"] == 3 and "replicaCount" in m["error"] for m in report["messages"]), report
 
 
-def test_chart_ships_the_five_crds(chart):
+def test_chart_ships_the_crds(chart):
     names = sorted(Path(c["filename"]).name for c in chart.crds)
-    assert names == [f"podbatch.io_{p}.yaml" for p in ("computenodes", "jobs", "jobschedules", "pools", "tasks")]
+    assert names == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))   # make crds copies them
+    assert {f"podbatch.io_{p}.yaml" for p in ("computenodes", "jobs", "jobschedules", "pools", "tasks")} <= set(names)
 
 
 def test_default_render_has_the_operator_objects(chart):
@@ -154,15 +155,74 @@ def test_fullname_follows_helm_create(chart):
 # --- the Deployment -------------------------------------------------------------------
 
 
-def test_deployment_runs_one_operator_at_a_time(chart):
+def test_deployment_rolls_over_to_a_standby(chart):
     deployment = only(render(chart), "Deployment")
     assert deployment["spec"]["replicas"] == 1
-    # Recreate: a rolling update would briefly run two schedulers.
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    # The Lease lets only one pod act: the new pod comes up (standby) before the old goes.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     selector = deployment["spec"]["selector"]["matchLabels"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert selector == {"app.kubernetes.io/name": "podbatch", "app.kubernetes.io/instance": RELEASE}
     assert selector.items() <= pod_labels.items()
+
+
+def test_without_leader_election_one_pod_goes_before_the_next_starts(chart):
+    deployment = only(render(chart, {"leaderElection": {"enabled": False}}), "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+# --- high availability ------------------------------------------------------------------
+
+
+def test_two_replicas_get_a_disruption_budget(chart):
+    objects = render(chart, {"replicaCount": 2})
+    assert only(objects, "Deployment")["spec"]["replicas"] == 2
+    budget = only(objects, "PodDisruptionBudget")
+    assert budget["apiVersion"] in ("policy/v1", "policy/v1beta1")   # v1beta1 before Kubernetes 1.21
+    assert budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"]["minAvailable"] == 1 and "maxUnavailable" not in budget["spec"]
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("values", [{}, {"replicaCount": 1}, {"replicaCount": 0},
+                                    {"replicaCount": 2, "podDisruptionBudget": {"enabled": False}}])
+def test_no_disruption_budget_that_would_block_drains(chart, values):
+    """With one replica, minAvailable 1 would keep its node from ever being drained."""
+    assert "PodDisruptionBudget" not in kinds(render(chart, values))
+
+
+def test_operator_pods_prefer_distinct_nodes(chart):
+    pod = only(render(chart, {"replicaCount": 2}), "Deployment")["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "podbatch", "app.kubernetes.io/instance": RELEASE}
+    # A preference, never a requirement: a one-node cluster still runs both.
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in pod["affinity"]["podAntiAffinity"]
+
+
+def test_given_affinity_replaces_the_default(chart):
+    mine = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "role", "operator": "In", "values": ["ops"]}]}]}}}
+    pod = only(render(chart, {"affinity": mine}), "Deployment")["spec"]["template"]["spec"]
+    assert pod["affinity"] == mine
+
+
+def test_more_than_one_replica_needs_leader_election(chart):
+    with pytest.raises(helm.HelmValuesError, match="/replicaCount"):
+        render(chart, {"replicaCount": 2, "leaderElection": {"enabled": False}})
+    assert only(render(chart, {"replicaCount": 1, "leaderElection": {"enabled": False}}), "Deployment")
+
+
+def test_lint_is_clean_with_two_replicas():
+    report = helm.lint(CHART, {"replicaCount": 2}, strict=True, kube_version="v1.20.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], report
+
+
+# --- the operator container -------------------------------------------------------------
 
 
 def test_operator_container_defaults(chart):
@@ -259,25 +319,19 @@ def test_service_monitor_without_service_is_refused(chart):
 
 
 def test_cluster_role_grants_what_the_operator_does(chart):
+    """A few permissions a reader looks for first; tests/unit/test_rbac_walk.py derives all
+    of them from the code and checks the role holds exactly those."""
     rules = only(render(chart), "ClusterRole", CLUSTER_ROLE)["rules"]
     for kind in ("pools", "computenodes", "jobs", "tasks", "jobschedules"):
-        for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        for verb in ("get", "list", "watch"):
             assert allows(rules, "podbatch.io", kind, verb), (kind, verb)
         assert allows(rules, "podbatch.io", f"{kind}/status", "patch"), kind
-    for verb in ("get", "list", "watch", "create", "delete", "patch"):
+    for verb in ("list", "watch", "create", "delete", "patch"):
         assert allows(rules, "", "pods", verb), verb
-    assert allows(rules, "", "pods/log", "get")
-    for verb in ("get", "list", "watch", "create", "delete", "patch", "update"):
         assert allows(rules, "", "nodes", verb), verb
-    assert allows(rules, "", "nodes/status", "patch") and allows(rules, "", "nodes/status", "update")
-    for group in ("", "events.k8s.io"):
-        assert allows(rules, group, "events", "create") and allows(rules, group, "events", "patch")
-    for resource in ("serviceaccounts",):
-        assert allows(rules, "", resource, "create") and allows(rules, "", resource, "delete")
-    for resource in ("roles", "rolebindings"):
-        assert allows(rules, "rbac.authorization.k8s.io", resource, "create")
-    assert allows(rules, "", "configmaps", "get") and allows(rules, "", "secrets", "get")
-    assert allows(rules, "cluster.x-k8s.io", "machinedeployments", "patch")
+    assert allows(rules, "", "pods/log", "get")
+    assert allows(rules, "", "events", "create")
+    assert allows(rules, "rbac.authorization.k8s.io", "roles", "create")
     assert allows(rules, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
 
 
@@ -285,7 +339,8 @@ def test_cluster_role_is_least_privilege(chart):
     rules = only(render(chart), "ClusterRole", CLUSTER_ROLE)["rules"]
     for rule in rules:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
-    assert not allows(rules, "", "secrets", "list"), "reading one named secret is enough"
+    assert not allows(rules, "", "secrets", "get") and not allows(rules, "", "configmaps", "get"), \
+        "resource files are mounted by the kubelet; the operator reads no Secret or ConfigMap"
     assert not allows(rules, "", "pods", "update"), "pods are patched, never replaced"
     # The leader-election Lease is in the release namespace: a Role grants it there, not
     # this ClusterRole everywhere (kopf peering is not used either).
@@ -301,9 +356,13 @@ def test_leader_election_lease_and_role(chart):
     assert "spec" not in lease, "the operator writes the spec; Helm must not reset it on upgrade"
     role = only(objects, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
-    for verb in ("get", "list", "watch", "create", "update", "patch"):
+    for verb in ("get", "create", "update"):
         assert allows(role["rules"], "coordination.k8s.io", "leases", verb), verb
-    assert [r["resources"] for r in role["rules"]] == [["leases"]]
+    for verb in ("list", "watch", "patch", "delete"):
+        assert not allows(role["rules"], "coordination.k8s.io", "leases", verb), verb
+    assert {r["resources"][0] for r in role["rules"]} == {"leases"}
+    # Only the release's own Lease may be read and renewed (create cannot be limited by name).
+    assert [r.get("resourceNames") for r in role["rules"] if "update" in r["verbs"]] == [[FULLNAME]]
     binding = only(objects, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
@@ -383,9 +442,10 @@ def test_default_values_pass_the_schema(chart):
     ("values", "where"),
     [
         ({"replicaCount": "x"}, "/replicaCount"),
-        ({"replicaCount": 2}, "/replicaCount"),
+        ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "/replicaCount"),
         ({"replicaCount": -1}, "/replicaCount"),
         ({"replicaCuont": 1}, "replicaCuont"),
+        ({"podDisruptionBudget": {"enabled": "yes"}}, "/podDisruptionBudget/enabled"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"config": {"namespaces": "team-a"}}, "/config/namespaces"),
         ({"config": {"nodeRoot": "relative/dir"}}, "/config/nodeRoot"),

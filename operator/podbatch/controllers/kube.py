@@ -196,8 +196,13 @@ class Kube:
             "reportingComponent": "podbatch.io/operator", "reportingInstance": "podbatch",
         }
         try:
-            await self._call("create", "event", self.core.create_namespaced_event(ns, event, _preload_content=False), ok=(403, 404))
-        except Exception:   # events are best effort
+            await self._call("create", "event", self.core.create_namespaced_event(ns, event, _preload_content=False))
+        except ApiException as e:   # events are best effort; a refusal is said once, not hidden
+            if e.status == 403 and not getattr(self, "_events_forbidden", False):
+                self._events_forbidden = True
+                log.warning("posting Events is forbidden (403): the operator's role needs events create; "
+                            "warnings reach users only through status conditions until it has it")
+        except Exception:
             pass
 
     async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
