@@ -61,6 +61,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         self.heartbeat = clock.monotonic()            # end of the last pass (the liveness probe reads it)
         self._next_resync = 0.0
         self._sweep_due = True                        # after the first sync
+        self._to_adopt: set[str] = set()              # tasks to give an ownerReference to their Job
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -133,7 +134,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
         for k in self.ex.backoff.due():   # objects whose backoff ended are looked at again
             kind, _, name = k.partition(":")
-            if kind in ("task", "adopt"):
+            if kind == "task":
                 dirty_tasks.add(name)
             elif kind == "job":
                 dirty_jobs.add(name)
@@ -153,6 +154,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         sched_pools = changed_pools | self._replan | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
         self._replan = set()
         dirty_jobs |= await self.schedule(node_view, sched_pools)
+        await self.adopt_some()
         await self.expire_retention()
         await self.reconcile_schedules()
         for jk in dirty_jobs | self._jobs_with_timers():

@@ -23,6 +23,7 @@ log = logging.getLogger("podbatch.engine")
 # goes from preparing to completed in one write (its previousState still says running).
 RUNNING_WRITE_AFTER = 1.0
 RETENTION_RETRY = 10.0
+ADOPT_PER_PASS = 50
 
 
 class Tasks:
@@ -76,6 +77,25 @@ class Tasks:
             await self._safely(f"sweep:{pk}", self.ex.delete_pod(ns, name))
             swept += 1
         return swept
+
+    async def adopt_some(self) -> None:
+        """Give up to ADOPT_PER_PASS tasks their ownerReference, after the pass's bindings: the
+        extra write per task never delays a task's start. A task bound and orphaned before it
+        was adopted is still stopped (`_orphaned`, by its job's absence)."""
+        batch = []
+        while self._to_adopt and len(batch) < ADOPT_PER_PASS:
+            batch.append(self._to_adopt.pop())
+        jobs = []
+        for tk in batch:
+            t = self.store.tasks.get(tk)
+            job = t and self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
+            if t and job and not job_owner_uid(t) and not self.ex.backoff.waiting(f"adopt:{tk}"):
+                jobs.append(self._safely(f"adopt:{tk}", self._adopt(t, job)))
+            elif t and job and not job_owner_uid(t):
+                self._to_adopt.add(tk)   # in backoff: later
+        await asyncio.gather(*jobs)
+        if self._to_adopt:
+            self.store.changed.set()
 
     async def _adopt(self, t: dict, job: dict) -> None:
         """Give the Task an ownerReference to its Job: deleting the Job then deletes its Tasks
@@ -162,13 +182,7 @@ class Tasks:
             await self._orphaned(t, st)   # its Job was deleted: the task stops and goes with it
             return True
         if job is not None and not owner:
-            try:
-                await self._adopt(t, job)
-            except Exception as e:   # not a reason to hold the task back: adopted on a later look
-                delay = self.ex.backoff.failed(f"adopt:{tk}")
-                log.info("adopting task %s failed, again in %.1fs: %s", tk, delay, str(e)[:200])
-            t = s.tasks.get(tk) or t
-            st = t.get("status") or {}
+            self._to_adopt.add(tk)   # after this pass's bindings, in bounded batches (adopt_some)
         if not state:
             # A new task is `active` without a write of its own: its first status write is its
             # binding (or its pending reason), which saves one API write per task.
