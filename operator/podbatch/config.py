@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     stuck_seconds: float = Field(120.0, ge=5, description=(
         "the liveness probe fails when the engine has not finished a pass for this long"))
     cleanup_timeout_seconds: float = Field(300.0, ge=10, description=(
-        "a node's directory cleanup pod that has not ended after this long is given up (condition "
-        "CleanupStuck on the ComputeNode) and the node is released anyway"))
+        "a directory cleanup pod that has not ended after this long is given up: a node is then released "
+        "anyway (a Warning Event CleanupStuck on the Pool and the ComputeNode says what was left), a task's "
+        "retention ends with its condition Retained saying the same"))
     leader_election: bool = Field(True, description=(
         "hold a coordination.k8s.io Lease so that one operator acts at a time; off only when a single "
         "operator is certain"))

@@ -236,6 +236,8 @@ def test_operator_container_defaults(chart):
         "PODBATCH_TOOLS_IMAGE": "busybox",
         "PODBATCH_METRICS_PORT": "8080",
         "PODBATCH_LOG_LEVEL": "info",
+        "PODBATCH_LOG_FORMAT": "text",
+        "PODBATCH_REQUIRE_GRANTS": "false",
         **LEADER_ENV,
     }
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -250,7 +252,7 @@ def test_config_values_become_podbatch_env(chart):
     values = {
         "image": {"repository": "registry.example/podbatch", "tag": "dev", "pullPolicy": "Always"},
         "config": {"namespaces": ["team-a", "team-b"], "nodeRoot": "/data/batch", "toolsImage": "alpine:3",
-                   "metricsPort": 9100, "logLevel": "debug"},
+                   "metricsPort": 9100, "logLevel": "debug", "logFormat": "json", "requireGrants": True},
         "health": {"port": 9000},
         "extraEnv": [{"name": "EXTRA", "value": "1"}],
         "extraArgs": ["--verbose"],
@@ -265,6 +267,8 @@ def test_config_values_become_podbatch_env(chart):
         "PODBATCH_TOOLS_IMAGE": "alpine:3",
         "PODBATCH_METRICS_PORT": "9100",
         "PODBATCH_LOG_LEVEL": "debug",
+        "PODBATCH_LOG_FORMAT": "json",
+        "PODBATCH_REQUIRE_GRANTS": "true",
         **LEADER_ENV,
         "EXTRA": "1",
     }

@@ -54,3 +54,55 @@ def test_a_standby_posts_nothing():
         await asyncio.sleep(0)
         return kube.posted
     assert asyncio.run(go()) == []
+
+
+def test_a_stuck_cleanup_pod_is_given_up_after_the_timeout():
+    """A node's release (and a Pool's finalizer) never waits for ever on a cleanup pod."""
+    from fakecluster import FakeClock
+
+    from podbatch.config import Settings
+    from podbatch.controllers import clock
+    from podbatch.controllers.engine import Engine
+    from podbatch.controllers.pools import CLEANUP_STUCK
+    from podbatch.core.pods import Placement
+
+    class _Kube:
+        async def create_pod(self, pod):
+            return {**pod, "metadata": {**pod["metadata"], "resourceVersion": "5"}, "status": {"phase": "Pending"}}
+
+    fake = FakeClock()
+    clock.use(fake)
+    try:
+        store = Store()
+        engine = Engine(store, _Kube(), Settings(cleanup_timeout_seconds=30))
+        where = Placement(namespace="ns", pool="p", node_name="n1", compute_node="p-1")
+
+        async def step():
+            return await engine._remove_dirs(where, ["/var/lib/podbatch/ns/p"], "release-0", owner={})
+        assert asyncio.run(step()) == "Pending"          # made
+        fake.advance(10)
+        assert asyncio.run(step()) == "Pending"          # seen, still within the timeout
+        fake.advance(25)
+        assert asyncio.run(step()) == CLEANUP_STUCK      # given up
+    finally:
+        from podbatch.controllers.clock import SystemClock
+        clock.use(SystemClock())
+
+
+def test_the_liveness_probe_fails_when_the_engine_is_stuck(monkeypatch):
+    from podbatch.controllers import clock, handlers
+
+    class _Engine:
+        heartbeat = clock.monotonic()
+
+    class _Task:
+        def done(self):
+            return False
+    monkeypatch.setattr(handlers, "_engine", _Engine())
+    monkeypatch.setattr(handlers, "_engine_task", _Task())
+    monkeypatch.setattr(handlers.STORE, "synced", True)
+    assert "last pass" in handlers.engine_alive()
+    _Engine.heartbeat = clock.monotonic() - handlers.SETTINGS.stuck_seconds - 1
+    import pytest
+    with pytest.raises(RuntimeError, match="no pass"):
+        handlers.engine_alive()

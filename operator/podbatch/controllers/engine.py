@@ -62,6 +62,7 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         self._next_resync = 0.0
         self._sweep_due = True                        # after the first sync
         self._to_adopt: set[str] = set()              # tasks to give an ownerReference to their Job
+        self._cleanup_since: dict[str, float] = {}    # cleanup pod -> when first seen not ended
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:

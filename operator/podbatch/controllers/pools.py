@@ -13,6 +13,9 @@ from podbatch.core.durations import seconds
 from podbatch.nodegroups import provider_for
 
 
+CLEANUP_STUCK = "CleanupStuck"   # what _remove_dirs says of a cleanup pod that did not end in time
+
+
 class Pools:
     async def reconcile_pool(self, pool: dict) -> None:
         meta, spec = pool["metadata"], pool["spec"]
@@ -229,16 +232,31 @@ class Pools:
             placement = self._placement(pool, c)
             phase = await self._remove_dirs(placement, [pods.node_root_dir(placement)], f"release-{self._boot_of(c)}",
                                             owner=pods.owner_reference(c))
-            if phase not in ("Succeeded", "Failed"):
+            if phase == CLEANUP_STUCK:
+                msg = (f"the directory cleanup on node {node['metadata']['name']} did not end within "
+                       f"{self.settings.cleanup_timeout_seconds:.0f}s (PODBATCH_CLEANUP_TIMEOUT_SECONDS); the node is "
+                       f"released with {pods.node_root_dir(placement)} left on it: remove it by hand")
+                self.ex.event(pool, "Warning", "CleanupStuck", msg)
+                self.ex.event(c, "Warning", "CleanupStuck", msg)
+            elif phase not in ("Succeeded", "Failed"):
                 return   # released on a later pass, once the directories are gone
         await provider.release(pool, node)
 
     async def _remove_dirs(self, placement: pods.Placement, paths: list[str], tag: str, owner: dict) -> str:
-        """Run (once per tag) a pod deleting `paths` on the node; returns its phase."""
+        """Run (once per tag) a pod deleting `paths` on the node; returns its phase, or
+        CLEANUP_STUCK when it has not ended within PODBATCH_CLEANUP_TIMEOUT_SECONDS of being
+        first seen (a node's release or a Pool's finalizer must not wait for ever)."""
         name = naming.cleanup_pod_name(placement.compute_node, tag)
         rec = self.store.pods.get(key(placement.namespace, name))
         if rec:
+            if rec.view.phase in ("Succeeded", "Failed"):
+                self._cleanup_since.pop(name, None)
+                return rec.view.phase
+            since = self._cleanup_since.setdefault(name, clock.monotonic())
+            if clock.monotonic() - since > self.settings.cleanup_timeout_seconds:
+                return CLEANUP_STUCK
             return rec.view.phase
+        self._cleanup_since[name] = clock.monotonic()
         res = await self.ex.create_pod(pods.cleanup_pod(placement=placement, paths=paths, name=name,
                                                           tools_image=self.settings.tools_image, owner=owner))
         if res:

@@ -438,18 +438,22 @@ class Tasks:
         c = s.cnodes.get(key(ns, ni.get("nodeId", "")))
         pool = s.pools.get(key(ns, ni.get("poolId", "")))
         knode = s.knodes.get(ni.get("nodeName", ""))
+        message = "the task's pod and directory were removed after constraints.retentionTime"
         if c and pool and knode and (knode["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) != "fake" \
                 and ni.get("taskRootDirectory"):
             phase = await self._remove_dirs(self._placement(pool, c), [ni["taskRootDirectory"]],
                                             f"task-{t['metadata']['uid']}-{st.get('attempt')}", owner=pods.owner_reference(t))
-            if phase not in ("Succeeded", "Failed"):
+            if phase == "CleanupStuck":
+                message = (f"the task's pod was removed after constraints.retentionTime; its directory "
+                           f"{ni['taskRootDirectory']} could not be removed within "
+                           f"{self.settings.cleanup_timeout_seconds:.0f}s and is left on node {ni.get('nodeName')}")
+            elif phase not in ("Succeeded", "Failed"):
                 return False
         for sub in [st.get("podName")] + [x.get("podName") for x in st.get("subtasks") or []]:
             if sub:
                 await self.ex.delete_pod(ns, sub)
         conds = [c2 for c2 in st.get("conditions") or [] if c2.get("type") != "Retained"]
-        conds.append(condition("Retained", False, "RetentionTimeExpired",
-                               "the task's pod and directory were removed after constraints.retentionTime"))
+        conds.append(condition("Retained", False, "RetentionTimeExpired", message))
         await self.ex.patch_status("tasks", t, {"conditions": conds})
         return True
 
