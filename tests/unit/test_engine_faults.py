@@ -158,7 +158,7 @@ async def gang_retry(h: Harness):
 async def job_terminate(h: Harness):
     """4 of 6 tasks running when the user terminates the job: those end as failures, the
     2 waiting ones stay active (Batch), and the job completes."""
-    _setup(h, tasks=6, duration=30)
+    _setup(h, tasks=6, duration=120)   # long enough that a terminate delayed by faults still lands mid-run
     await _all_running(h, 4)
     running = {p["metadata"]["annotations"]["podbatch.io/task-name"] for p in h.running_pods()}
     for t in h.tasks("j"):
