@@ -320,17 +320,21 @@ def test_operator_runs_from_the_chart(operator_image, release, chart_namespace, 
     # A job manager with a token (authenticationTokenSettings.access [job]): the operator
     # creates its ServiceAccount, Role and RoleBinding, which the API server allows only
     # if the operator itself holds every rule of that Role (RBAC escalation check).
+    # It has preparation and release tasks too: every kind of special task, in-cluster.
     objects.create(job("jm", "quickstart", jobManagerTask={
-        "commandLine": "/bin/true", "authenticationTokenSettings": {"access": ["job"]}}))
+        "commandLine": "/bin/true", "authenticationTokenSettings": {"access": ["job"]}},
+        jobPreparationTask={"commandLine": "/bin/true"}, jobReleaseTask={"commandLine": "/bin/true"}))
     try:
-        objects.wait_job_done("jm", timeout=120)
+        st = objects.wait_job_done("jm", timeout=120)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{describe_pods(core, namespace)}") from None
+    assert [r["result"] for r in st.get("preparationTasks") or []] == ["success"], st
+    assert [r["result"] for r in st.get("releaseTasks") or []] == ["success"], st
     role = rbac.read_namespaced_role("jm-jobmanager", namespace)
     assert {r for rule in role.rules for r in rule.resources} >= {"tasks", "jobs"}
     assert rbac.read_namespaced_role_binding("jm-jobmanager", namespace).subjects[0].name == "jm-jobmanager"
     assert core.read_namespaced_service_account("jm-jobmanager", namespace)
-    step("job manager's account created")
+    step("job manager's account created; preparation and release tasks ran")
 
     # 6. Its metrics, scraped through the chart's Service (the API server's service proxy).
     scraped = core.connect_get_namespaced_service_proxy_with_path(f"{RELEASE}-metrics:metrics", namespace, "metrics")
