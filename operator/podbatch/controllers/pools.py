@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from podbatch import API_VERSION
 from podbatch.controllers import clock
-from podbatch.controllers.status import body_key, changed_keys, merged_conditions, node_ready, now_iso, parse_time
+from podbatch.controllers.status import CLEANUP_STUCK, body_key, changed_keys, merged_conditions, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
 from podbatch.core import autoscale, conditions
 from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods, removals, tenancy
 from podbatch.core.durations import seconds
 from podbatch.nodegroups import provider_for
-
-
-CLEANUP_STUCK = "CleanupStuck"   # what _remove_dirs says of a cleanup pod that did not end in time
 
 
 class Pools:

@@ -11,6 +11,7 @@ from podbatch.core import conditions
 from podbatch.core.tasks import ACTIVE
 
 now_iso = clock.now_iso
+CLEANUP_STUCK = "CleanupStuck"   # what a cleanup pod's check says when it did not end in time
 
 
 def parse_time(s: str | None) -> float | None:

@@ -278,9 +278,12 @@ class Store:
         """The API server answered 404 for this pod: it is gone, whatever the watch says later."""
         rec = self.pods.get(key(ns, name))
         if rec is not None:
-            self.put_pod({"metadata": {"namespace": ns, "name": name, "labels": rec.labels,
-                                       "resourceVersion": str(rec.rv), "annotations": {"podbatch.io/boot": rec.boot}}},
-                         deleted=True)
+            self._drop_pod(ns, name, rec, rec.rv)
+
+    def _drop_pod(self, ns: str, name: str, rec: PodRecord, rv: int) -> None:
+        """Delete a pod record as a DELETED event at `rv` would (indexes and tombstone too)."""
+        self.put_pod({"metadata": {"namespace": ns, "name": name, "labels": rec.labels, "resourceVersion": str(rv),
+                                   "annotations": {"podbatch.io/boot": rec.boot}}}, deleted=True)
 
     # --- relists ---------------------------------------------------------------------
     def replace(self, plural: str, items: list[dict], list_rv: str) -> int:
@@ -309,10 +312,7 @@ class Store:
             if obj is None:
                 continue
             if isinstance(obj, PodRecord):
-                ns, name = k.split("/", 1)
-                self.put_pod({"metadata": {"namespace": ns, "name": name, "labels": obj.labels,
-                                           "resourceVersion": str(horizon), "annotations": {"podbatch.io/boot": obj.boot}}},
-                             deleted=True)
+                self._drop_pod(*k.split("/", 1), obj, horizon)
             else:
                 put({**obj, "metadata": {**obj["metadata"], "resourceVersion": str(horizon)}}, deleted=True)
         self._touch()

@@ -9,7 +9,7 @@ import logging
 
 from podbatch import metrics
 from podbatch.controllers import clock
-from podbatch.controllers.status import condition, initial_status, now_iso, parse_time, with_task_conditions
+from podbatch.controllers.status import CLEANUP_STUCK, condition, initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
 from podbatch.core import files as rfiles
 from podbatch.core import naming, pods
@@ -108,14 +108,9 @@ class Tasks:
     async def _orphaned(self, t: dict, st: dict) -> None:
         """A Task of a deleted Job: its pods are stopped (they hold slots), then the Task is
         deleted (the garbage collector would too, later)."""
-        ns = t["metadata"]["namespace"]
-        live = self._live_pods(t, self._attempt_pods(st) + list(st.get("stoppingPods") or []))
-        for name in live:
-            rec = self._own_pod(t, name)
-            if rec is not None and not rec.view.deleting:
-                await self.ex.delete_pod(ns, name)
+        await self._stop_pods(t, self._attempt_pods(st) + list(st.get("stoppingPods") or []))
         if not t["metadata"].get("deletionTimestamp"):
-            await self.ex.delete_object("tasks", ns, t["metadata"]["name"])
+            await self.ex.delete_object("tasks", t["metadata"]["namespace"], t["metadata"]["name"])
 
     @staticmethod
     def _attempt_pods(st: dict) -> list[str]:
@@ -150,13 +145,7 @@ class Tasks:
         """Phase two of a stop: delete the old attempt's pods again if needed (a crash may have
         come between the two writes), and clear `stoppingPods` once none of them can run; the
         scheduler binds the next attempt only then."""
-        ns = t["metadata"]["namespace"]
-        live = self._live_pods(t, st["stoppingPods"])
-        for name in live:
-            rec = self._own_pod(t, name)
-            if rec is not None and not rec.view.deleting:
-                await self.ex.delete_pod(ns, name)
-        if not live:
+        if not await self._stop_pods(t, st["stoppingPods"]):
             await self.ex.patch_status("tasks", t, {"stoppingPods": None})
 
     async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
@@ -394,12 +383,15 @@ class Tasks:
                 await self.ex.patch_pod(ns, name, {"metadata": {"annotations": {naming.ANNOTATION_HOST_LIST: hosts}}})
         return ips
 
-    async def _stop_pods(self, t: dict, names: list[str]) -> None:
-        """Delete (gracefully: SIGTERM, then the grace period) those of `names` that may still run."""
-        for name in self._live_pods(t, names):
+    async def _stop_pods(self, t: dict, names: list[str]) -> list[str]:
+        """Delete (gracefully: SIGTERM, then the grace period) those of `names` that may still
+        run and are not being deleted yet; returns those that may still run."""
+        live = self._live_pods(t, names)
+        for name in live:
             rec = self._own_pod(t, name)
             if rec is not None and not rec.view.deleting:
                 await self.ex.delete_pod(t["metadata"]["namespace"], name)
+        return live
 
     def _note_retention(self, tk: str, t: dict, st: dict) -> None:
         """Remember when a completed task's retention ends (a heap: no scan of old tasks)."""
@@ -443,7 +435,7 @@ class Tasks:
                 and ni.get("taskRootDirectory"):
             phase = await self._remove_dirs(self._placement(pool, c), [ni["taskRootDirectory"]],
                                             f"task-{t['metadata']['uid']}-{st.get('attempt')}", owner=pods.owner_reference(t))
-            if phase == "CleanupStuck":
+            if phase == CLEANUP_STUCK:
                 message = (f"the task's pod was removed after constraints.retentionTime; its directory "
                            f"{ni['taskRootDirectory']} could not be removed within "
                            f"{self.settings.cleanup_timeout_seconds:.0f}s and is left on node {ni.get('nodeName')}")
