@@ -106,3 +106,31 @@ def test_the_liveness_probe_fails_when_the_engine_is_stuck(monkeypatch):
     import pytest
     with pytest.raises(RuntimeError, match="no pass"):
         handlers.engine_alive()
+
+
+def test_a_watch_answering_404_ends_its_stream_instead_of_stopping_the_operator(monkeypatch):
+    """kube-apiserver starting up answers 404 for CRDs for a moment; kopf alone would stop."""
+    from podbatch.controllers import handlers
+    from kopf._cogs.clients import errors, watching
+
+    async def failing(**_):
+        yield {"type": None, "object": {}}
+        raise errors.APINotFoundError({"message": "404 page not found"}, status=404, headers={})
+    assert handlers and getattr(watching.continuous_watch, "_podbatch", False)   # installed at import
+
+    async def go():
+        import podbatch.controllers.handlers as h
+        original = watching.continuous_watch
+        # build a fresh wrapper around the failing stream the way the patch does
+        watching.continuous_watch = failing
+        h._survive_watch_404()
+        try:
+            return [x async for x in watching.continuous_watch(resource="tasks")]
+        finally:
+            watching.continuous_watch = original
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    assert asyncio.run(go()) == [{"type": None, "object": {}}]
+
+
+async def _no_sleep(*_):
+    return None

@@ -89,6 +89,35 @@ def _serve_terminating_namespaces() -> None:
 _serve_terminating_namespaces()
 
 
+def _survive_watch_404() -> None:
+    """Right after kube-apiserver (re)starts it serves requests before its custom-resource
+    endpoints are registered, and a watch of a CRD answers 404 for a moment. kopf takes that
+    as fatal and stops the whole operator (seen in the API-server-restart fault test). Here a
+    404 ends that one watch stream instead; kopf lists the kind again a second later (and
+    our store relists it). A CRD that is really missing only logs a warning every second.
+    Guarded like the patch above: if kopf moves these internals, its own behaviour stays."""
+    try:
+        from kopf._cogs.clients import errors, watching
+    except ImportError:
+        return
+    original = getattr(watching, "continuous_watch", None)
+    if original is None or getattr(original, "_podbatch", False):
+        return
+
+    async def continuous_watch(**kwargs):
+        try:
+            async for item in original(**kwargs):
+                yield item
+        except errors.APINotFoundError:
+            log.warning("watch of %s answered 404 (API server starting?); listing it again", kwargs.get("resource"))
+            await asyncio.sleep(1.0)
+    continuous_watch._podbatch = True
+    watching.continuous_watch = continuous_watch
+
+
+_survive_watch_404()
+
+
 class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
     """kopf deep-copies every event's body to diff it, for change handlers; only Pools have
     one (their deletion). For Tasks, pods and the rest this was ~13% of the operator's CPU."""
