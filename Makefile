@@ -18,7 +18,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@$(PY) -m venv $(VENV) || { echo "error: could not create a virtualenv with $(PY) (on Debian: apt-get install python3-venv)"; exit 1; }
 	@$(VENV)/bin/pip install -q --upgrade pip >/dev/null
-	@$(VENV)/bin/pip install -q -e '.[test]'
+	@$(VENV)/bin/pip install -q -e '.[operator,test]'
 	@touch $@
 
 venv: $(STAMP) ## create .venv with podbatch and its test tools

@@ -3,8 +3,9 @@
 # without a container daemon, and loads it into the local cluster's containerd on both
 # real nodes. What the Containerfile does with Docker or Podman, from Debian and PyPI only:
 #   1. a minimal Debian root filesystem (mmdebstrap, variant essential, + python3);
-#   2. the podbatch wheel and its dependencies (wheels for the image's Python, fetched on
-#      this machine) installed into it by pip running on the image's own python3;
+#   2. the podbatch wheel and its dependencies, the `operator` extra included (wheels for
+#      the image's Python, fetched on this machine) installed into it by pip running on the
+#      image's own python3;
 #   3. a non-root user (65532), no docs, locales, caches, compilers or setuid bits, nor
 #      kubernetes.aio (the kubernetes package's own asyncio client, a third of the image:
 #      the operator uses kubernetes_asyncio, kopf's login the synchronous client); the
@@ -94,7 +95,7 @@ build() {
   say "fetching the wheels of podbatch's dependencies for cp$pyver, glibc 2.$glibc"
   run_step image-pip-download "$PYTHON" -m pip download --no-cache-dir --only-binary=:all: \
     --python-version "$pyver" --implementation cp --abi "cp$pyver" --abi abi3 --abi none \
-    "${platforms[@]}" --platform manylinux2014_x86_64 -d "$work/wheels" "$wheel"
+    "${platforms[@]}" --platform manylinux2014_x86_64 -d "$work/wheels" "$wheel[operator]"
   run_step image-pip-download-pip "$PYTHON" -m pip download --no-cache-dir --no-deps --only-binary=:all: \
     -d "$work/pip" pip
   mkdir -p "$root/tmp/wheels" "$root/tmp/pip"
@@ -104,7 +105,7 @@ build() {
   run_step image-pip-install env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CONFIG_FILE=/dev/null \
     chroot "$root" python3 /tmp/pip/pip.whl/pip install --no-index --find-links /tmp/wheels --no-cache-dir \
     --no-compile --disable-pip-version-check --root-user-action=ignore --break-system-packages \
-    "/tmp/wheels/$(basename "$wheel")"
+    "/tmp/wheels/$(basename "$wheel")[operator]"
   chroot "$root" podbatch-operator --help >/dev/null || die "podbatch-operator does not start in the image"
 
   say "trimming the root filesystem"

@@ -29,7 +29,10 @@ status write. ``activeDeadlineSeconds`` is honoured (Failed/DeadlineExceeded, ex
 Only one simulator is active per cluster (Lease kube-system/podbatch-nodesim); another one
 stands by and takes over when it exits. A restart continues every pod from its status.
 
-Usage: python hack/nodesim.py [--kubeconfig PATH] [--log-level info] [--concurrency 48]
+With ``--fake-cluster-api`` it also runs the fake Cluster API of hack/fakecapi.py
+(MachineDeployments -> Machines -> fake Nodes).
+
+Usage: python hack/nodesim.py [--kubeconfig PATH] [--log-level info] [--concurrency 48] [--fake-cluster-api]
 See docs/nodesim.md.
 """
 from __future__ import annotations
@@ -908,6 +911,10 @@ async def amain(args: argparse.Namespace) -> int:
             if not await election.acquire(sim.stopping):
                 return 0
             sim.extra_tasks.append(election.keep(sim.stopping))
+        if args.fake_cluster_api:   # hack/fakecapi.py, on this simulator's client (only while it is active)
+            sys.modules.setdefault("nodesim", sys.modules[__name__])
+            from fakecapi import FakeClusterApi
+            sim.extra_tasks.append(FakeClusterApi(sim.kube).run(sim.stopping))
         await sim.run(report_interval=args.report_interval)
         if election is not None and election.holding():
             await election.release()
@@ -929,6 +936,8 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--no-leader-election", dest="leader_election", action="store_false",
                     help="run even if another simulator holds the lease kube-system/podbatch-nodesim")
     ap.add_argument("--report-interval", type=float, default=10.0, help="seconds between counter lines")
+    ap.add_argument("--fake-cluster-api", action="store_true",
+                    help="also run the fake Cluster API of hack/fakecapi.py (its CRDs: hack/fakecapi-crds/)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)

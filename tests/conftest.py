@@ -154,7 +154,9 @@ def crds(api_client):
 def operator(kubeconfig, crds, nodesim):
     """podbatch-operator running for the session, cluster-wide (tests use their own namespaces)."""
     from kit import OperatorProcess
-    op = OperatorProcess(kubeconfig, f"operator-{SESSION}", env={"PODBATCH_NAMESPACES": f"{NS_PREFIX}*"}).start()
+    op = OperatorProcess(kubeconfig, f"operator-{SESSION}", env={"PODBATCH_NAMESPACES": f"{NS_PREFIX}*",
+                                                                        # autoscale tests need fresh samples, not 30 s old ones
+                                                                        "PODBATCH_AUTOSCALE_SAMPLE_SECONDS": "2"}).start()
     time.sleep(2)
     assert op.alive(), f"the operator died at start; see {op.log_path}"
     yield op

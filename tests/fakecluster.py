@@ -606,14 +606,14 @@ class FakeApiServer:
                                 target=("pods", ns, name))
 
     # --- Kube: nodes --------------------------------------------------------------------
-    async def create_node(self, node: dict) -> None:
-        await self._call("create", f"node {node['metadata']['name']}", lambda: self.create("nodes", node))
+    async def create_node(self, node: dict) -> dict | None:
+        return await self._call("create", f"node {node['metadata']['name']}", lambda: self.create("nodes", node))
 
     async def delete_node(self, name: str) -> None:
         await self._call("delete", f"node {name}", lambda: self.delete("nodes", None, name))
 
-    async def patch_node(self, name: str, patch: dict) -> None:
-        await self._call("patch", f"node {name}", lambda: self.patch("nodes", None, name, patch), target=("nodes", None, name))
+    async def patch_node(self, name: str, patch: dict) -> dict | None:
+        return await self._call("patch", f"node {name}", lambda: self.patch("nodes", None, name, patch), target=("nodes", None, name))
 
     # --- Kube: podbatch objects -----------------------------------------------------------
     async def patch_status(self, plural: str, ns: str, name: str, status: dict, *,
@@ -644,6 +644,23 @@ class FakeApiServer:
                               ("rolebindings", {"roleRef": {"kind": "Role", "name": name},
                                                 "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]})):
             await self._call("create", f"{plural} {ns}/{name}", lambda p=plural, e=extra: self.create(p, {"metadata": dict(meta), **e}))
+
+    # --- Kube: scale targets and Machines (this fake serves no Cluster API) -------------
+    async def resource_plural(self, api_version: str, kind: str) -> str | None:
+        return await self._call("get", f"discovery {api_version}", lambda: None)
+
+    async def get_scale(self, group: str, version: str, plural: str, ns: str, name: str) -> dict | None:
+        return await self._call("get", f"{plural}/scale {ns}/{name}", lambda: None)
+
+    async def patch_scale(self, group: str, version: str, plural: str, ns: str, name: str, replicas: int, *,
+                          resource_version: str | None = None) -> dict | None:
+        return await self._call("patch", f"{plural}/scale {ns}/{name}", lambda: None)
+
+    async def list_machines(self, ns: str, label_selector: str) -> list[dict]:
+        return await self._call("list", f"machines {ns}", lambda: [])
+
+    async def patch_machine(self, ns: str, name: str, patch: dict) -> dict | None:
+        return await self._call("patch", f"machines {ns}/{name}", lambda: None)
 
 
 def _copy_or_none(body: dict | None) -> dict | None:

@@ -19,6 +19,15 @@ class Settings(BaseSettings):
         "host directory); false keeps a single-tenant install working without grants, where only the "
         "namespaces some PoolGrant names are restricted"))
     tools_image: str = Field("busybox", description="image of the node-preparation init container")
+    autoscale_sample_seconds: float = Field(30.0, ge=0.5, le=300, description=(
+        "how often a pool's task metrics ($ActiveTasks, …) are sampled for its autoscale formula "
+        "(Batch: every 30 s)"))
+    placeholder_image: str = Field("registry.k8s.io/pause:3.9", description=(
+        "image of the placeholder pods of `autoscaler` pools (they never run a process of their own)"))
+    placeholder_priority_class: str = Field("", description=(
+        "PriorityClass of the placeholder pods of `autoscaler` pools: at or above the autoscaler's "
+        "expendable-pods cut-off (cluster-autoscaler: -10) or they ask for nothing, and low enough that "
+        "real workloads may preempt them; empty = none (priority 0). The chart creates podbatch-placeholder"))
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port; 0 = off")
     log_level: str = Field("INFO")
     log_format: Literal["text", "json"] = Field("text", description=(

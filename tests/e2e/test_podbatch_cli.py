@@ -91,8 +91,13 @@ def test_apply_operations_and_reads(kubeconfig, custom_api, namespace, crds, tmp
     rc, out, _ = run(capsys, "pools", *common)
     assert rc == 0 and "clipool" in out
 
+    rc, out, err = run(capsys, "job", "terminate", "clijob", "--reason", "superseded by clijob-2", *common)
+    assert rc == 0, err
+    job = custom_api.get_namespaced_custom_object(GROUP, VERSION, namespace, "jobs", "clijob")
+    assert (job["spec"]["desiredState"], job["spec"]["terminateReason"]) == ("terminated", "superseded by clijob-2")
+
     rc, _, err = run(capsys, "node", "enable", "nope", *common)
-    assert rc == 1 and "not found" in err
+    assert rc == 2 and "not found" in err   # an error from the cluster (1 is kept for failed tasks)
 
 
 def test_invalid_manifest_is_not_sent(kubeconfig, custom_api, namespace, crds, tmp_path, capsys):

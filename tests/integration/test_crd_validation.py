@@ -150,7 +150,7 @@ STATUS = {
              "currentDedicatedNodes": 2, "currentLowPriorityNodes": 0,
              "nodeCounts": {"creating": 1, "starting": 0, "waitingForStartTask": 1, "startTaskFailed": 0, "idle": 2,
                             "running": 1, "offline": 0, "rebooting": 0, "reimaging": 0, "leavingPool": 0,
-                            "unusable": 0, "unknown": 0, "total": 5},
+                            "unusable": 0, "unknown": 0, "preempted": 0, "total": 5},
              "resizeErrors": [{"code": "ResizeTimedOut", "message": "took too long"}],
              "autoScaleRun": {"timestamp": "2024-05-01T10:00:00Z", "results": "$TargetDedicatedNodes=2",
                               "error": {"code": "X", "message": "y"}},

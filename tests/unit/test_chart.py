@@ -23,7 +23,8 @@ NAMESPACE = "batch-ops"
 FULLNAME = "pb-podbatch"
 CLUSTER_ROLE = f"{NAMESPACE}-{FULLNAME}"
 # apiVersions served by Kubernetes 1.20 and by current versions alike.
-STABLE_APIS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "coordination.k8s.io/v1", "monitoring.coreos.com/v1"}
+STABLE_APIS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "coordination.k8s.io/v1", "monitoring.coreos.com/v1",
+               "scheduling.k8s.io/v1"}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def test_chart_ships_the_crds(chart):
 def test_default_render_has_the_operator_objects(chart):
     objects = render(chart)
     assert kinds(objects) == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                              "Deployment", "Lease", "Role", "RoleBinding", "Service", "ServiceAccount"]
+                              "Deployment", "Lease", "PriorityClass", "Role", "RoleBinding", "Service", "ServiceAccount"]
     for obj in objects:
         assert obj["apiVersion"] in STABLE_APIS, obj["apiVersion"]
 
@@ -141,7 +142,7 @@ def test_every_object_carries_the_standard_labels(chart):
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/part-of"] == "podbatch"
         assert labels["helm.sh/chart"] == "podbatch-0.1.0"
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "PriorityClass"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -234,6 +235,8 @@ def test_operator_container_defaults(chart):
         "PODBATCH_NAMESPACES": "",
         "PODBATCH_NODE_ROOT": "/var/lib/podbatch",
         "PODBATCH_TOOLS_IMAGE": "busybox",
+        "PODBATCH_PLACEHOLDER_IMAGE": "registry.k8s.io/pause:3.9",
+        "PODBATCH_PLACEHOLDER_PRIORITY_CLASS": f"{FULLNAME}-placeholder",
         "PODBATCH_METRICS_PORT": "8080",
         "PODBATCH_LOG_LEVEL": "info",
         "PODBATCH_LOG_FORMAT": "text",
@@ -252,7 +255,9 @@ def test_config_values_become_podbatch_env(chart):
     values = {
         "image": {"repository": "registry.example/podbatch", "tag": "dev", "pullPolicy": "Always"},
         "config": {"namespaces": ["team-a", "team-b"], "nodeRoot": "/data/batch", "toolsImage": "alpine:3",
-                   "metricsPort": 9100, "logLevel": "debug", "logFormat": "json", "requireGrants": True},
+                   "metricsPort": 9100, "logLevel": "debug", "logFormat": "json", "requireGrants": True,
+                   "placeholderImage": "registry.example/pause:1",
+                   "placeholderPriorityClass": {"create": False, "name": "batch-low"}},
         "health": {"port": 9000},
         "extraEnv": [{"name": "EXTRA", "value": "1"}],
         "extraArgs": ["--verbose"],
@@ -265,6 +270,8 @@ def test_config_values_become_podbatch_env(chart):
         "PODBATCH_NAMESPACES": "team-a,team-b",
         "PODBATCH_NODE_ROOT": "/data/batch",
         "PODBATCH_TOOLS_IMAGE": "alpine:3",
+        "PODBATCH_PLACEHOLDER_IMAGE": "registry.example/pause:1",
+        "PODBATCH_PLACEHOLDER_PRIORITY_CLASS": "batch-low",
         "PODBATCH_METRICS_PORT": "9100",
         "PODBATCH_LOG_LEVEL": "debug",
         "PODBATCH_LOG_FORMAT": "json",
@@ -277,6 +284,7 @@ def test_config_values_become_podbatch_env(chart):
     assert ports == {"metrics": 9100, "health": 9000}
     service = only(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert not [o for o in objects if o["kind"] == "PriorityClass"]   # create: false
 
 
 def test_security_context_meets_restricted_pod_security(chart):

@@ -118,7 +118,8 @@ def test_tasks_table_sorted_naturally():
     row2 = lines[2].split()
     assert row2[:6] == ["j-2", "completed", "failure", "3", "n1", "2"]
     wide = fmt.tasks_table([task("n", tid="7")], wide=True)
-    assert wide.splitlines()[0].split()[-2:] == ["NAME", "REASON"] and wide.splitlines()[1].startswith("7 ")
+    assert wide.splitlines()[0].split()[-3:] == ["NAME", "JOB", "REASON"] and wide.splitlines()[1].startswith("7 ")
+    assert wide.splitlines()[1].split()[-3:] == ["n", "j", "<none>"]
 
 
 def test_pools_and_nodes_tables():

@@ -103,7 +103,7 @@ def test_apply_command_reports_conflicts_applies_the_rest_and_fails(monkeypatch,
     fake = FakeCluster(conflict_on={"p"})
     monkeypatch.setattr(cli, "_cluster", lambda args: fake)
     out = io.StringIO()
-    assert cli.cmd_apply(cli.parse_args(["apply", "-f", manifest]), out) == 1
+    assert cli.cmd_apply(cli.parse_args(["apply", "-f", manifest]), out) == 2
     assert fake.forced == [("p", False), ("j", False)]
     assert "job.podbatch.io/j configured" in out.getvalue() and "pool.podbatch.io/p configured" not in out.getvalue()
     assert "Pool ns/p" in capsys.readouterr().err

@@ -78,7 +78,9 @@ def test_a_stuck_cleanup_pod_is_given_up_after_the_timeout():
         where = Placement(namespace="ns", pool="p", node_name="n1", compute_node="p-1")
 
         async def step():
-            return await engine._remove_dirs(where, ["/var/lib/podbatch/ns/p"], "release-0", owner={})
+            phase, plan = engine._remove_dirs(where, ["/var/lib/podbatch/ns/p"], "release-0", owner={})
+            await engine.ex.apply(plan)
+            return phase
         assert asyncio.run(step()) == "Pending"          # made
         fake.advance(10)
         assert asyncio.run(step()) == "Pending"          # seen, still within the timeout

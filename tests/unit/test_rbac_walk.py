@@ -70,6 +70,14 @@ KUBE_CALLS: dict[str, set[Need]] = {
     "patch_node": {("", "nodes", "patch")},
     "node_names": {("", "nodes", "list")},
     "post_event": {("", "events", "create")},
+    # the clusterapi provider: discovery (granted to every authenticated user by the
+    # default system:discovery role), the Cluster API targets' scale, their Machines
+    "resource_plural": set(),
+    "get_scale": {("cluster.x-k8s.io", "machinedeployments/scale", "get"), ("cluster.x-k8s.io", "machinepools/scale", "get")},
+    "patch_scale": {("cluster.x-k8s.io", "machinedeployments/scale", "patch"),
+                    ("cluster.x-k8s.io", "machinepools/scale", "patch")},
+    "list_machines": {("cluster.x-k8s.io", "machines", "list")},
+    "patch_machine": {("cluster.x-k8s.io", "machines", "patch")},
     # plus, by escalation, every rule of the Role it creates (see escalation_needs)
     "ensure_task_writer_account": {("", "serviceaccounts", "create"),
                                    ("rbac.authorization.k8s.io", "roles", "create"),
@@ -81,6 +89,10 @@ LEASE_CALLS = {"get": "get", "create": "create", "replace": "update"}
 API_MODULES = {"controllers/kube.py", "controllers/leader.py"}
 # Forwarders that pass a kind through unchanged (their own callers name it).
 FORWARDERS = {"controllers/kube.py", "controllers/executor.py"}
+# Reconcilers return typed actions (controllers/actions.py) that the executor applies with
+# these methods of Kube: `A.WriteStatus("tasks", …)` is a call of patch_status on tasks.
+ACTIONS = {"WriteStatus": "patch_status", "PatchObject": "patch_object", "CreateObject": "create_object",
+           "DeleteObject": "delete_object"}
 
 
 
@@ -105,13 +117,15 @@ def plural_call_sites() -> dict[str, set[str]]:
     unknown = []
     for path, tree in operator_sources().items():
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in PER_KIND):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and (node.func.attr in PER_KIND or node.func.attr in ACTIONS)):
                 continue
+            method = ACTIONS.get(node.func.attr, node.func.attr)
             first = node.args[0] if node.args else None
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                found[node.func.attr].add(first.value)
+                found[method].add(first.value)
                 # Changing ownerReferences needs delete on the object (OwnerReferencesPermissionEnforcement).
-                if node.func.attr == "patch_object" and "ownerReferences" in ast.unparse(node):
+                if method == "patch_object" and "ownerReferences" in ast.unparse(node):
                     found["delete_object"].add(first.value)
             elif path in FORWARDERS or (path == "controllers/sync.py" and node.func.attr == "list_kind"):
                 continue

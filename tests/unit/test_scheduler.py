@@ -353,3 +353,78 @@ def test_same_snapshot_same_plan_whatever_the_input_order():
         for name in b.nodes:
             load[name] += need[b.task]
     assert all(used <= 4 for used in load.values())
+
+
+# -- resources: CPU, memory, GPUs beside slots -----------------------------------------
+
+def rnodes(*free_cpu: int, alloc_cpu: int = 4000, slots: int = 8, gpus: int = 0) -> list[NodeView]:
+    """Nodes n0, n1, ... with `free_cpu` millicores left of `alloc_cpu` (and `gpus` GPUs free)."""
+    return [NodeView(name=f"n{i}", pool=POOL, slots_total=slots, slots_used=0, schedulable=True, order=i,
+                     free_resources={"cpu": f, "memory": 8 << 30, "nvidia.com/gpu": gpus},
+                     allocatable={"cpu": alloc_cpu, "memory": 8 << 30, "nvidia.com/gpu": gpus})
+            for i, f in enumerate(free_cpu)]
+
+
+@pytest.mark.parametrize("free, cpu, count, want_bound, want_reason", [
+    ((4000, 4000), 1000, 8, 8, None),                        # 4 per node fit
+    ((4000, 4000), 1500, 8, 4, "WaitingForResources"),       # 2 per node; slots would allow 8
+    ((1000, 0), 2000, 1, 0, "WaitingForResources"),          # fits a node's allocatable, not what is left
+    ((4000,), 5000, 1, 0, "ResourcesExceedNode"),            # more than any node has at all
+], ids=["fit", "cpu-bounds-before-slots", "wait-for-cpu", "never-fits"])
+def test_a_node_is_never_given_more_cpu_than_it_has_left(free, cpu, count, want_bound, want_reason):
+    p = plan(snap(rnodes(*free), [job("j")], tasks("j", count, requests=(("cpu", cpu),))))
+    assert len(p.bindings) == want_bound
+    per_node: dict[str, int] = {}
+    for b in p.bindings:
+        per_node[b.nodes[0]] = per_node.get(b.nodes[0], 0) + cpu
+    assert all(per_node[f"n{i}"] <= f for i, f in enumerate(free) if f"n{i}" in per_node)
+    if want_reason:
+        assert set(reasons(p).values()) == {want_reason}
+
+
+def test_the_waiting_reason_says_what_is_missing():
+    p = plan(snap(rnodes(500), [job("j")], tasks("j", 1, requests=(("cpu", 2000),))))
+    msg = p.pending["j-0"].message
+    assert "cpu 2" in msg and "most: cpu 500m" in msg and p.pending["j-0"].queue_position == 1
+    p = plan(snap(rnodes(4000), [job("j")], tasks("j", 1, requests=(("cpu", 8000),))))
+    assert "largest: cpu 4" in p.pending["j-0"].message and p.pending["j-0"].queue_position == 0
+
+
+def test_gpus_are_placed_only_where_they_are():
+    gpu_nodes = rnodes(4000, gpus=1) + [NodeView("g0", POOL, 8, 0, True, order=9, free_resources={"cpu": 4000},
+                                                 allocatable={"cpu": 4000})]
+    p = plan(snap(gpu_nodes, [job("j")], tasks("j", 3, requests=(("nvidia.com/gpu", 1),))))
+    assert bound(p) == {"j-0": ("n0",)}
+    assert reasons(p) == {"j-1": "WaitingForResources", "j-2": "WaitingForResources"}
+
+
+def test_small_tasks_backfill_around_a_big_one():
+    p = plan(snap(rnodes(1000), [job("j")], [TaskView("big", "j", seq=0, requests=(("cpu", 2000),)),
+                                            TaskView("small", "j", seq=1, requests=(("cpu", 500),))]))
+    assert bound(p) == {"small": ("n0",)} and reasons(p) == {"big": "WaitingForResources"}
+
+
+def test_a_gang_gets_distinct_nodes_that_each_fit():
+    p = plan(snap(rnodes(4000, 1000, 4000), [job("j")],
+                  [TaskView("g", "j", instances=2, requests=(("cpu", 2000),))]))
+    assert sorted(bound(p)["g"]) == ["n0", "n2"]
+
+
+def test_nodes_with_unknown_resources_count_slots_only():
+    p = plan(snap(nodes(0, slots=2), [job("j")], tasks("j", 3, requests=(("cpu", 64000),))))
+    assert len(p.bindings) == 2
+
+
+def test_a_job_manager_that_may_not_use_low_priority_nodes_waits_for_a_dedicated_one():
+    spot = [NodeView("s0", POOL, 4, 0, True, order=0, dedicated=False)]
+    jm = TaskView("jm", "j", is_job_manager=True, dedicated_only=True)
+    p = plan(snap(spot, [job("j")], [jm]))
+    assert not p.bindings and "jm" in p.pending
+    p = plan(snap(spot + [NodeView("d0", POOL, 4, 3, True, order=1)], [job("j")], [jm, *tasks("j", 1)]))
+    assert bound(p) == {"jm": ("d0",), "j-0": ("s0",)}
+
+
+def test_required_slots_are_judged_by_the_pool_before_it_has_nodes():
+    p = plan(snap([], [job("j")], [TaskView("big", "j", required_slots=9), TaskView("ok", "j", required_slots=2)],
+                  pools={POOL: PoolView(POOL, slots_per_node=4)}))
+    assert reasons(p) == {"big": REQUIRED_SLOTS_EXCEED_NODE, "ok": NO_NODE_READY}

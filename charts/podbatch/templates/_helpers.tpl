@@ -84,3 +84,8 @@ Name of the leader-election Lease (in the release namespace).
 {{- define "podbatch.leaseName" -}}
 {{- default (include "podbatch.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
+
+{{/* The PriorityClass of autoscaler pools' placeholder pods. */}}
+{{- define "podbatch.placeholderPriorityClass" -}}
+{{- default (printf "%s-placeholder" (include "podbatch.fullname" .)) .Values.config.placeholderPriorityClass.name -}}
+{{- end }}

@@ -132,54 +132,85 @@ TaskExecutionResult = Literal["success", "failure"]
 
 
 class NameValuePair(StatusModel):
+    """A name and a value, as in Batch's failure details."""
+
     name: str
+    """The detail's name (e.g. ResourceFileUrl, HttpStatusCode)."""
     value: Optional[str] = None
+    """The detail's value."""
 
 
 class EnvironmentSetting(SpecModel):
     """An environment variable of a task."""
 
     name: Annotated[str, StringConstraints(min_length=1)]
+    """The variable's name. The AZ_BATCH_* variables podbatch sets win over one of the same name."""
     value: Optional[str] = None
+    """The variable's value (empty when unset)."""
 
 
 class MetadataItem(SpecModel):
     """A name-value pair attached to a pool, job or job schedule (Batch metadata)."""
 
     name: Annotated[str, StringConstraints(min_length=1)]
+    """The metadata item's name."""
     value: str
+    """The metadata item's value."""
 
 
 class ApplicationPackageReference(SpecModel):
+    """A Batch application package to deploy. Accepted but ignored by podbatch today: no
+    package is deployed and no AZ_BATCH_APP_PACKAGE_* variable is set."""
+
     application_id: str
+    """The application's id (ignored today, see applicationPackageReferences)."""
     version: Optional[str] = None
+    """The package's version; Batch's default version when unset (ignored today)."""
 
 
 class ErrorInfo(StatusModel):
     """A code and a message, as in Batch's resizeErrors and node errors."""
 
     code: str
+    """A short identifier, e.g. InsufficientNodes, AllocationTimedOut, NotGranted, FormulaError."""
     message: Optional[str] = None
+    """What went wrong, for a person."""
 
 
 class FailureInfo(StatusModel):
     """Why a task (or start task) failed, as in Batch's TaskFailureInformation."""
 
     category: Optional[Literal["usererror", "servererror"]] = None
+    """usererror: the task's own command, files or spec (FailureExitCode, Blob*,
+    FileUploadError), and TaskEnded for a task terminated through its own desiredState;
+    servererror: TaskEnded when podbatch stopped it (its job ended or was disabled with
+    terminate, a node operation or pool shrink with terminate, maxWallClockTime)."""
     code: Optional[str] = None
+    """A short identifier: FailureExitCode, TaskEnded, BlobNotFound, BlobAccessDenied,
+    BlobDownloadTimedOut, BlobDownloadMiscError, FileUploadError; on a Job's
+    schedulingError PoolNotFound or NoPool."""
     message: Optional[str] = None
+    """What went wrong, for a person."""
     details: Optional[list[NameValuePair]] = None
+    """Further facts, e.g. the URL and HTTP status of a failed resource-file download."""
 
 
 class Condition(StatusModel):
     """A standard Kubernetes condition."""
 
     type: str
+    """The condition's type: Ready, Reconciling and Stalled on every kind (kstatus), plus
+    kind-specific ones (docs/gitops.md)."""
     status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
     reason: Optional[str] = None
+    """A CamelCase reason, e.g. Steady, NotGranted, PoolNotFound, AllSlotsBusy."""
     message: Optional[str] = None
+    """What holds or what to fix, for a person."""
     last_transition_time: Optional[datetime] = None
+    """When status last changed."""
     observed_generation: Optional[int] = None
+    """The metadata.generation the condition was computed from."""
 
 
 def conditions_field() -> Any:
@@ -198,7 +229,10 @@ class KeyRef(SpecModel):
     """A key of a ConfigMap or Secret in the object's namespace."""
 
     name: str
+    """Name of the ConfigMap or Secret (in the task's namespace). A missing one fails the
+    download (BlobDownloadMiscError) instead of leaving the pod waiting."""
     key: str
+    """The key whose value becomes the file."""
 
 
 class ResourceFile(SpecModel):
@@ -217,14 +251,26 @@ class ResourceFile(SpecModel):
     ))
 
     http_url: Optional[str] = None
+    """An http(s) URL fetched with busybox wget by the pod's `resource-files` init container
+    (https without certificate checks). A 404 fails the task with BlobNotFound, 401/403
+    with BlobAccessDenied, anything else with BlobDownloadMiscError, without retry (the
+    job follows exitConditions.preProcessingError)."""
     storage_container_url: Optional[str] = None
+    """An Azure blob container URL with a SAS (read and list): the operator lists it and
+    every blob is downloaded to filePath/<blob name>. The operator must reach the storage
+    account to list it; the pods to download."""
     blob_prefix: Optional[str] = None
+    """With storageContainerUrl: only blobs whose names start with this prefix."""
     config_map_key_ref: Optional[KeyRef] = None
+    """A key of a ConfigMap of the namespace, copied into the file (beyond Batch)."""
     secret_key_ref: Optional[KeyRef] = None
+    """A key of a Secret of the namespace, copied into the file (beyond Batch)."""
     file_path: Optional[str] = None
-    """Path relative to the task working directory (required for httpUrl and key refs)."""
+    """Where the file lands, relative to the task's working directory; no absolute path
+    and no `..`. httpUrl: defaults to the URL's last path segment; storageContainerUrl: a
+    directory (default: the working directory itself); required for key refs."""
     file_mode: Optional[Annotated[str, StringConstraints(pattern=r"^0?[0-7]{3}$")]] = None
-    """Octal mode, e.g. 0755."""
+    """Octal mode, e.g. 0755 (default 0770, Batch's Linux default)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ResourceFile":
@@ -237,26 +283,43 @@ class ResourceFile(SpecModel):
 
 
 class OutputFileBlobContainerDestination(SpecModel):
+    """An Azure blob container (or any server taking HTTP PUT) the files are uploaded to."""
+
     container_url: str
+    """The container's URL with a SAS that allows writing; each file is PUT as a block
+    blob with the SAS kept. https needs curl in the task image (http works without)."""
     path: Optional[str] = None
+    """For a pattern with wildcards: the virtual directory the matched files go under,
+    keeping their path below the pattern's base. For one file: its full blob name
+    (default: the file's name)."""
 
 
 class OutputFilePvcDestination(SpecModel):
     """A PersistentVolumeClaim in the task's namespace (an extension beyond Batch)."""
 
     claim_name: str
+    """The claim, mounted into the task's container at /podbatch-outputs/<claimName>. It
+    must exist, be bound and be writable by the task's user; the pod waits until it is."""
     path: Optional[str] = None
+    """Directory in the volume for a pattern with wildcards, or the file's path for one
+    file (default: the file's name)."""
 
 
 class OutputFileDestination(SpecModel):
+    """Where output files go: exactly one of container, persistentVolumeClaim, httpUrl."""
+
     model_config = ConfigDict(json_schema_extra=cel(
         ("[has(self.container), has(self.persistentVolumeClaim), has(self.httpUrl)].filter(x, x).size() == 1",
          "an output file destination needs exactly one of container, persistentVolumeClaim, httpUrl"),
     ))
 
     container: Optional[OutputFileBlobContainerDestination] = None
+    """An Azure blob container by SAS URL."""
     persistent_volume_claim: Optional[OutputFilePvcDestination] = None
+    """A PersistentVolumeClaim of the namespace (beyond Batch)."""
     http_url: Optional[str] = None
+    """A URL each file is PUT to; for a pattern with wildcards each file's path below the
+    pattern's base is appended. https needs curl in the task image."""
 
     @model_validator(mode="after")
     def _one_destination(self) -> "OutputFileDestination":
@@ -266,32 +329,52 @@ class OutputFileDestination(SpecModel):
 
 
 class OutputFileUploadOptions(SpecModel):
+    """When the files are uploaded."""
+
     upload_condition: Literal["taskSuccess", "taskFailure", "taskCompletion"] = "taskCompletion"
+    """taskSuccess: only after exit code 0; taskFailure: only after a non-zero exit;
+    taskCompletion: always."""
 
 
 class OutputFile(SpecModel):
     """Files uploaded after the task ends."""
 
     file_pattern: str
+    """A glob relative to the task's working directory: `*` and `?` within a path
+    segment, `[abc]`, `**` for any number of directories (`../stdout.txt` is the task's
+    stdout). Without a wildcard it names one file, and a missing file is an upload error;
+    a wildcard that matches nothing uploads nothing."""
     destination: OutputFileDestination
+    """Where the files go."""
     upload_options: Optional[OutputFileUploadOptions] = None
+    """When to upload (default: taskCompletion). A failed upload fails a task that exited
+    0 with FileUploadError, without retry."""
 
 
 class AutoUserSpecification(SpecModel):
+    """The auto user the task runs as."""
+
     scope: Literal["task", "pool"] = "task"
+    """Batch: a user per task or one shared by the pool's tasks. Accepted but ignored by
+    podbatch today: every task runs as uid 0 (admin) or 1000 (nonadmin), whatever the scope."""
     elevation_level: Literal["nonadmin", "admin"] = "nonadmin"
-    """admin runs the task as root."""
+    """admin runs the task as root (uid 0); nonadmin as uid and gid 1000 under the
+    `restricted` Pod Security profile (no privilege escalation, all capabilities dropped)."""
 
 
 class UserIdentity(SpecModel):
-    """Who the task runs as: a named user or an auto user, not both."""
+    """Who the task runs as: a named user or an auto user, not both. Unset: the nonadmin
+    auto user (uid 1000)."""
 
     model_config = ConfigDict(json_schema_extra=cel(
         ("!(has(self.userName) && has(self.autoUser))", "userIdentity takes userName or autoUser, not both"),
     ))
 
     user_name: Optional[str] = None
+    """Batch: a named user account of the pool. Accepted but ignored by podbatch today
+    (pools have no user accounts): the task runs as the nonadmin user, uid 1000."""
     auto_user: Optional[AutoUserSpecification] = None
+    """Run as an auto user; elevationLevel decides root or uid 1000."""
 
     @model_validator(mode="after")
     def _not_both(self) -> "UserIdentity":
@@ -304,36 +387,67 @@ class ContainerSettings(SpecModel):
     """The container image a task runs in (default: the pool's `image`)."""
 
     image_name: str
+    """The image the task's container runs (it needs /bin/sh for podbatch's wrapper),
+    pulled with the pool's imagePullPolicy."""
     container_run_options: Optional[str] = None
-    """Extra options; podbatch understands a subset (see docs/api.md)."""
+    """Batch: extra `docker create` options. Accepted but ignored by podbatch today;
+    `resources` on a Task sets requests and limits."""
     working_directory: Literal["taskWorkingDirectory", "containerImageDefault"] = "taskWorkingDirectory"
+    """taskWorkingDirectory: the command starts in $AZ_BATCH_TASK_WORKING_DIR;
+    containerImageDefault: in the image's own working directory. A pool's start task
+    always starts in its working directory (startup/wd)."""
 
 
 class TaskConstraints(SpecModel):
+    """Limits of a task's run."""
+
     max_wall_clock_time: Optional[Duration] = None
-    """Longest a task may run from its start; unset means unlimited."""
+    """Longest one attempt may take, counted from its pod's start (resource-file downloads
+    included), as the pod's activeDeadlineSeconds; past it the task completes with failure
+    (servererror TaskEnded), without retry. Unset means unlimited."""
     retention_time: Duration = "P7D"
-    """How long the task's working directory is kept after it completes."""
+    """How long after the task completes its pod and (on real nodes) its task directory
+    are kept; then both are deleted and the condition Retained turns False
+    (RetentionTimeExpired)."""
     max_task_retry_count: Optional[RetryCount] = None
-    """Retries on non-zero exit; -1 unlimited; unset takes the job's constraint."""
+    """Retries on a non-zero exit (a new attempt, maybe on another node); -1 unlimited.
+    Unset takes the job's constraints.maxTaskRetryCount. Requeues (lost node, evicted pod,
+    node operation) use none."""
 
 
 class ExitOptions(SpecModel):
+    """What a way of ending means for the job and for dependent tasks."""
+
     job_action: Optional[Literal["none", "disable", "terminate"]] = None
+    """What happens to the job when the task completes with failure this way, only if the
+    job's onTaskFailure is performexitoptionsjobaction: terminate ends the job (reason
+    TaskFailed); disable sets the Job's desiredState to disabled with disableTasks wait.
+    Unset means none (Batch's default for failures is terminate)."""
     dependency_action: Optional[Literal["satisfy", "block"]] = None
+    """Whether tasks that depend on this one may run after it failed this way. Unset:
+    block (a success always satisfies)."""
 
 
 class ExitCodeMapping(SpecModel):
+    """Exit options for one exit code."""
+
     code: int
+    """The exit code of the task's command."""
     exit_options: ExitOptions
+    """What that exit code means."""
 
 
 class ExitCodeRangeMapping(SpecModel):
+    """Exit options for a range of exit codes."""
+
     model_config = ConfigDict(json_schema_extra=cel(("self.start <= self.end", "start must not be greater than end")))
 
     start: int
+    """First exit code of the range."""
     end: int
+    """Last exit code of the range (inclusive)."""
     exit_options: ExitOptions
+    """What an exit code in the range means (exitCodes are looked up first)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> "ExitCodeRangeMapping":
@@ -346,10 +460,16 @@ class ExitConditions(SpecModel):
     """What a task's exit means for its job and its dependents."""
 
     exit_codes: Optional[list[ExitCodeMapping]] = Field(default=None, max_length=1000)
+    """Exit options per exit code, looked up first."""
     exit_code_ranges: Optional[list[ExitCodeRangeMapping]] = Field(default=None, max_length=1000)
+    """Exit options per range of exit codes, looked up when no exitCodes entry matches."""
     pre_processing_error: Optional[ExitOptions] = None
+    """When a resource file could not be downloaded (the command never ran)."""
     file_upload_error: Optional[ExitOptions] = None
+    """When output files could not be uploaded; an exit code named in exitCodes or
+    exitCodeRanges takes precedence, as in Batch."""
     default: Optional[ExitOptions] = None
+    """For every failure the entries above do not cover."""
 
 
 ResourceFiles = Annotated[list[ResourceFile], Field(max_length=1000)]

@@ -60,6 +60,8 @@ class KwokGrant(SpecModel):
 
 
 class PoolGrantSpec(SpecModel):
+    """The namespaces granted, and what their pools may use."""
+
     namespaces: Optional[list[str]] = None
     """Names of the namespaces this grant applies to."""
     namespace_selector: Optional[LabelSelector] = None

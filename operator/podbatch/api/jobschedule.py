@@ -33,7 +33,11 @@ class Schedule(SpecModel):
     ))
 
     do_not_run_until: Optional[datetime] = None
+    """The first occurrence is at this time (default: when the schedule was created; with
+    cron, the first cron time from then)."""
     do_not_run_after: Optional[datetime] = None
+    """No job is created for an occurrence after this time; once the last job has
+    completed the schedule completes."""
     start_window: Optional[Duration] = None
     """A job not created within this long of its due time is skipped."""
     recurrence_interval: Optional[Duration] = None
@@ -57,29 +61,54 @@ class Schedule(SpecModel):
 
 
 class JobScheduleSpec(SpecModel):
+    """When to create jobs, and the job to create."""
+
     schedule: Schedule
+    """When jobs are created."""
     job_specification: JobSpec
+    """The spec of each Job created (see Job.spec); the Job is named
+    <schedule>-<UTC time of the occurrence, YYYYMMDDhhmmss> and owned by the schedule."""
     desired_state: Literal["active", "disabled", "terminated"] = "active"
+    """active: jobs are created on schedule; disabled: none are (a running job goes on);
+    terminated: the active job is terminated and the schedule completes."""
     metadata: Optional[MetadataItems] = None
+    """Name-value pairs for people and tools; podbatch keeps them and gives them no
+    meaning (they are not copied to the jobs)."""
 
 
 class RecentJob(StatusModel):
+    """The last job the schedule created."""
+
     id: Optional[str] = None
+    """The job's id (its name)."""
     name: Optional[str] = None
+    """The Job's name."""
 
 
 class JobScheduleExecutionInfo(StatusModel):
+    """The schedule's run."""
+
     next_run_time: Optional[datetime] = None
+    """The next occurrence (or the one waiting for the active job to complete)."""
     recent_job: Optional[RecentJob] = None
+    """The last job created."""
     end_time: Optional[datetime] = None
+    """When the schedule completed."""
 
 
 class JobScheduleStatus(StatusModel):
+    """The schedule's Batch state, written by podbatch."""
+
     state: Optional[Literal["active", "completed", "disabled", "terminating", "deleting"]] = None
+    """active, disabled, terminating (its active job is being terminated) or completed (no
+    more occurrences, or terminated). podbatch does not set deleting."""
     state_transition_time: Optional[datetime] = None
+    """When state last changed."""
     execution_info: Optional[JobScheduleExecutionInfo] = None
+    """Next run, last job, end."""
     conditions: Optional[list[Condition]] = conditions_field()
     observed_generation: Optional[int] = None
+    """The metadata.generation last acted on."""
 
 
 class JobSchedule(KindModel):

@@ -146,10 +146,14 @@ def sort_tasks(tasks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(tasks, key=lambda t: _natural_key(task_id(t)))
 
 
+def sort_by_name(objs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(objs, key=lambda o: _natural_key(_get(o, "metadata", "name", default="")))
+
+
 def tasks_table(tasks: Iterable[Mapping[str, Any]], wide: bool = False) -> str:
     headers = ["id", "state", "result", "exit", "node", "retries", "requeues", "pod"]
     if wide:
-        headers += ["name", "reason"]
+        headers += ["name", "job", "reason"]
     rows = []
     for t in sort_tasks(tasks):
         info = _get(t, "status", "executionInfo", default={})
@@ -157,16 +161,19 @@ def tasks_table(tasks: Iterable[Mapping[str, Any]], wide: bool = False) -> str:
                _get(t, "status", "nodeInfo", "nodeName"), info.get("retryCount", 0),
                info.get("requeueCount", 0), _get(t, "status", "podName")]
         if wide:
-            row += [_get(t, "metadata", "name"), _get(t, "status", "pendingReason", "reason")]
+            row += [_get(t, "metadata", "name"), _get(t, "spec", "jobName"), _get(t, "status", "pendingReason", "reason")]
         rows.append(row)
     return table(headers, rows)
 
 
-def pools_table(pools: Iterable[Mapping[str, Any]]) -> str:
+def pools_table(pools: Iterable[Mapping[str, Any]], wide: bool = False) -> str:
+    headers = ["name", "provider", "allocation", "current", "target", "slots", "idle", "running", "other"]
+    if wide:
+        headers += ["lowpriority", "autoscale", "resizeerror"]
     rows = []
-    for p in sorted(pools, key=lambda p: _get(p, "metadata", "name", default="")):
+    for p in sort_by_name(pools):
         nc = _get(p, "status", "nodeCounts", default={})
-        rows.append([
+        row = [
             _get(p, "metadata", "name"), _get(p, "spec", "nodeGroup", "provider"),
             _get(p, "status", "allocationState"),
             _get(p, "status", "currentDedicatedNodes", default=0),
@@ -174,22 +181,69 @@ def pools_table(pools: Iterable[Mapping[str, Any]]) -> str:
             _get(p, "spec", "taskSlotsPerNode", default=1),
             nc.get("idle", 0), nc.get("running", 0),
             sum(v for k, v in nc.items() if k not in ("idle", "running", "total") and isinstance(v, int)),
-        ])
-    return table(["name", "provider", "allocation", "current", "target", "slots", "idle", "running", "other"], rows)
+        ]
+        if wide:
+            errors = _get(p, "status", "resizeErrors", default=[])
+            row += [f"{_get(p, 'status', 'currentLowPriorityNodes', default=0)}/"
+                    f"{_get(p, 'spec', 'targetLowPriorityNodes', default=0)}",
+                    bool(_get(p, "spec", "enableAutoScale")), errors[0].get("code") if errors else None]
+        rows.append(row)
+    return table(headers, rows)
 
 
-def nodes_table(nodes: Iterable[Mapping[str, Any]]) -> str:
+def nodes_table(nodes: Iterable[Mapping[str, Any]], wide: bool = False) -> str:
+    headers = ["name", "node", "state", "scheduling", "running", "slots", "run", "succeeded", "starttask"]
+    if wide:
+        headers += ["pool", "ip", "errors"]
     rows = []
-    for n in sorted(nodes, key=lambda n: _natural_key(_get(n, "metadata", "name", default=""))):
+    for n in sort_by_name(nodes):
         st = _get(n, "status", default={})
-        rows.append([
+        row = [
             _get(n, "metadata", "name"), _get(n, "spec", "nodeName"), st.get("state"),
             _get(n, "spec", "schedulingState", default="enabled"),
             st.get("runningTasksCount", 0), st.get("runningTaskSlotsCount", 0),
             st.get("totalTasksRun", 0), st.get("totalTasksSucceeded", 0),
             _get(n, "status", "startTaskInfo", "result"),
-        ])
-    return table(["name", "node", "state", "scheduling", "running", "slots", "run", "succeeded", "starttask"], rows)
+        ]
+        if wide:
+            row += [_get(n, "spec", "poolName"), st.get("ipAddress"), len(st.get("errors") or [])]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def jobs_table(jobs: Iterable[Mapping[str, Any]], wide: bool = False) -> str:
+    headers = ["name", "pool", "state", "priority", "active", "running", "succeeded", "failed"]
+    if wide:
+        headers += ["completed", "ended", "onalltaskscomplete"]
+    rows = []
+    for j in sort_by_name(jobs):
+        tc = _get(j, "status", "taskCounts", default={})
+        row = [_get(j, "metadata", "name"), _get(j, "spec", "poolInfo", "poolId")
+               or ("auto" if _get(j, "spec", "poolInfo", "autoPoolSpecification") else None),
+               _get(j, "status", "state"), _get(j, "spec", "priority", default=0),
+               tc.get("active", 0), tc.get("running", 0), tc.get("succeeded", 0), tc.get("failed", 0)]
+        if wide:
+            row += [tc.get("completed", 0), _get(j, "status", "executionInfo", "terminateReason"),
+                    _get(j, "spec", "onAllTasksComplete", default="noaction")]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def schedules_table(schedules: Iterable[Mapping[str, Any]], wide: bool = False) -> str:
+    headers = ["name", "state", "recurrence", "nextrun", "recentjob"]
+    if wide:
+        headers += ["pool", "donotrununtil", "donotrunafter"]
+    rows = []
+    for s in sort_by_name(schedules):
+        row = [_get(s, "metadata", "name"), _get(s, "status", "state"),
+               _get(s, "spec", "schedule", "recurrenceInterval") or _get(s, "spec", "schedule", "cron"),
+               _get(s, "status", "executionInfo", "nextRunTime"),
+               _get(s, "status", "executionInfo", "recentJob", "name")]
+        if wide:
+            row += [_get(s, "spec", "jobSpecification", "poolInfo", "poolId"),
+                    _get(s, "spec", "schedule", "doNotRunUntil"), _get(s, "spec", "schedule", "doNotRunAfter")]
+        rows.append(row)
+    return table(headers, rows)
 
 
 # --- status -----------------------------------------------------------------------
@@ -271,6 +325,24 @@ def job_done(job: Mapping[str, Any] | None, counts: Mapping[str, int]) -> bool:
     if job and _get(job, "spec", "onAllTasksComplete") == "terminatejob":
         return False
     return counts.get("total", 0) > 0 and counts.get("completed", 0) == counts.get("total", 0)
+
+
+def version_text(info: Mapping[str, Any]) -> str:
+    """What `kubectl podbatch version` prints, from {clientVersion, serverVersion?}."""
+    client = info.get("clientVersion") or {}
+    lines = [f"Client Version: podbatch {client.get('podbatch')} (speaks {client.get('apiVersion')})"]
+    server = info.get("serverVersion")
+    if server:
+        lines.append(f"Server Version: Kubernetes {server.get('kubernetes')}")
+        served = server.get("podbatchServedVersions") or []
+        group = str(client.get("apiVersion", "/")).split("/")[0]
+        if served:
+            lines.append(f"Served:         {group} {', '.join(served)} (preferred {server.get('podbatchPreferredVersion')})")
+            if str(client.get("apiVersion", "")).split("/")[-1] not in served:
+                lines.append(f"warning: this CLI speaks {client.get('apiVersion')}, which the cluster does not serve")
+        else:
+            lines.append(f"Served:         {group} is not served: the podbatch CRDs are not installed (kubectl apply -f crds/)")
+    return "\n".join(lines)
 
 
 # --- validation -------------------------------------------------------------------

@@ -343,6 +343,18 @@ def delete_object(api_client, body: dict[str, Any], namespace: str) -> bool:
         raise CliError(f"deleting {kind} {name}: {api_error(e)}") from None
 
 
+def server_versions(api_client, timeout: float = 15) -> dict[str, Any]:
+    """The Kubernetes version and the versions of podbatch.io the API server serves (its
+    CRDs' served versions), from the discovery endpoints every authenticated user may read."""
+    from kubernetes import client
+    kubernetes = client.VersionApi(api_client).get_code(_request_timeout=timeout).git_version
+    groups = client.ApisApi(api_client).get_api_versions(_request_timeout=timeout).groups or []
+    group = next((g for g in groups if g.name == GROUP), None)
+    return {"kubernetes": kubernetes,
+            "podbatchServedVersions": [v.version for v in group.versions] if group else [],
+            "podbatchPreferredVersion": group.preferred_version.version if group and group.preferred_version else None}
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 

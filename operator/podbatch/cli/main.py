@@ -2,8 +2,8 @@
 ask for Batch operations (node reboot/reimage/remove/disable, job disable/terminate,
 task reactivate/terminate) by patching the objects' specs.
 
-Exit codes: 0 ok, 1 an error talking to the cluster or a job that did not complete
-(`watch`), 2 invalid manifests or usage.
+Exit codes are in `output` (EXIT_*): 0 ok, 1 a task of the job failed (`status`, `watch`),
+2 usage, invalid manifests or an error from the cluster, 3 `watch --timeout` passed.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from podbatch.cli import format as fmt
+from podbatch.cli import output
+from podbatch.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT
 
 NODE_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
 DISABLE_NODE_OPTIONS = ("requeue", "terminate", "taskcompletion")
@@ -35,12 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
     common.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's, else default)")
 
-    p = argparse.ArgumentParser(prog="kubectl podbatch", parents=[common],
+    p = argparse.ArgumentParser(prog="kubectl podbatch", parents=[common], epilog=output.EXIT_CODES_HELP,
                                 description="Azure Batch semantics on Kubernetes: pools, jobs and tasks.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def cmd(name: str, help: str, parent: Any = sub) -> argparse.ArgumentParser:
-        return parent.add_parser(name, help=help, description=help, parents=[common])
+    def cmd(name: str, help: str, parent: Any = sub, **kw: Any) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help, description=help, parents=[common], **kw)
+
+    def listing(name: str, help: str) -> argparse.ArgumentParser:
+        x = cmd(name, help)
+        x.add_argument("-o", "--output", choices=output.OUTPUTS,
+                       help="json|yaml: a List of the objects (as kubectl get -o json|yaml); "
+                            "name: kind.podbatch.io/NAME lines; wide: more columns")
+        x.add_argument("-l", "--selector", metavar="SELECTOR",
+                       help="label selector, as kubectl's (-l app=x,tier!=web, -l 'env in (a,b)')")
+        return x
 
     a = cmd("apply", "validate every podbatch object, then create or update them (server-side apply)")
     a.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR", help="manifest file or directory (repeatable; - for stdin)")
@@ -53,17 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     v = cmd("validate", "check manifests against the podbatch schemas without a cluster")
     v.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR")
 
-    s = cmd("status", "a job's state, progress, task counts and why tasks wait")
+    s = cmd("status", "a job's state, progress, task counts and why tasks wait (exit 1 when a task failed)",
+            epilog=output.EXIT_CODES_HELP + "; status does not wait: a running job without failures exits 0")
     s.add_argument("job")
 
-    w = cmd("watch", "follow a job's progress live until it completes")
+    w = cmd("watch", "follow a job's progress live until it completes (exit 1 when a task failed)",
+            epilog=output.EXIT_CODES_HELP)
     w.add_argument("job")
     w.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     w.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (default: never)")
 
-    t = cmd("tasks", "the tasks of a job as a table")
-    t.add_argument("job")
-    t.add_argument("-o", "--output", choices=["wide"], help="more columns")
+    t = listing("tasks", "the tasks of a job (without JOB: of every job of the namespace)")
+    t.add_argument("job", nargs="?")
 
     lg = cmd("logs", "the output of a task's current attempt, read through the API")
     lg.add_argument("task", help="Task name (or its Batch id with --job)")
@@ -72,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--attempt", type=int, help="an earlier attempt (pod <task>-<attempt>)")
     lg.add_argument("--tail", type=int, help="last N lines")
 
-    cmd("pools", "the pools of the namespace")
-    nd = cmd("nodes", "the compute nodes of a pool")
-    nd.add_argument("pool")
+    listing("pools", "the pools of the namespace")
+    nd = listing("nodes", "the compute nodes of a pool (without POOL: of every pool of the namespace)")
+    nd.add_argument("pool", nargs="?")
+    listing("jobs", "the jobs of the namespace")
+    listing("schedules", "the job schedules of the namespace")
 
     node = cmd("node", "node operations (patch ComputeNode.spec)")
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -97,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("job")
     x = cmd("terminate", "end the job (running tasks are terminated)", jsub)
     x.add_argument("job")
-    x.add_argument("--reason", default="UserTerminate", help="terminateReason (default UserTerminate)")
+    x.add_argument("--reason", default="UserTerminate", metavar="TEXT",
+                   help="written to the Job's spec.terminateReason (default UserTerminate)")
 
     task = cmd("task", "task operations (patch Task.spec)")
     tsub = task.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -105,6 +120,30 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("task")
     x = cmd("terminate", "end a task", tsub)
     x.add_argument("task")
+
+    # `files ls|get TASK` and `node files ls|get NODE` (cli/files.py); they set args.run
+    from podbatch.cli import files
+    files.add_commands(cmd, sub, nsub)
+
+    # `import FILE.json`: Azure Batch JSON to podbatch objects (cli/importer.py)
+    im = cmd("import", "convert Azure Batch pool, job, task or job-schedule JSON (REST, az batch, templates) "
+                       "to podbatch objects: print them, or --apply; fields without an equivalent go to stderr")
+    im.add_argument("file", metavar="FILE.json", help="the Batch JSON (- for stdin)")
+    im.add_argument("--job", metavar="NAME", help="the Job that imported tasks belong to (needed for task JSON)")
+    im.add_argument("--node-group", metavar="kwok|static:KEY=VALUE|clusterapi:NAME",
+                    help="where imported pools' Nodes come from (default: a placeholder adopting Nodes labelled "
+                         "podbatch.io/imported-pool=<pool>)")
+    im.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter (repeatable)")
+    im.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="printed form (default yaml)")
+    im.add_argument("--apply", action="store_true", help="apply the objects (as `apply -f`) instead of printing them")
+    im.add_argument("--dry-run", action="store_true", help="with --apply: the server checks, nothing is stored")
+    im.set_defaults(run=cmd_import)
+
+    ver = cmd("version", "this CLI's version, the API version it speaks, and what the cluster serves")
+    ver.add_argument("--client", action="store_true", help="only the CLI's version (no cluster needed)")
+    ver.add_argument("-o", "--output", choices=("json", "yaml"))
+    comp = cmd("completion", "print a shell completion script (source <(kubectl podbatch completion bash))")
+    comp.add_argument("shell", choices=("bash", "zsh"))
     return p
 
 
@@ -180,8 +219,8 @@ def cmd_apply(args: argparse.Namespace, out=None) -> int:
         print(f"{kind}/{m.name} {verb}{' (dry run)' if args.dry_run else ''}", file=out)
     if conflicts:
         print("error: " + "\nerror: ".join(conflicts), file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def snapshot(cluster, job_name: str) -> dict[str, Any]:
@@ -211,7 +250,7 @@ def progress_line(snap: dict[str, Any], ascii: bool = False) -> str:
 def cmd_status(args: argparse.Namespace, out=None) -> int:
     snap = snapshot(_cluster(args), args.job)
     print(fmt.status_report(snap["job"], snap["tasks"], snap["pool"], snap["nodes"]), file=out)
-    return 0
+    return output.job_exit_code(snap["job"], snap["counts"])
 
 
 class LiveLine:
@@ -248,26 +287,56 @@ def cmd_watch(args: argparse.Namespace, out=None) -> int:
             live.show(progress_line(snap))
             if fmt.job_done(snap["job"], snap["counts"]):
                 live.done()
-                return 0
+                rc = output.job_exit_code(snap["job"], snap["counts"])
+                if rc:
+                    print(f"job {args.job} did not succeed: {snap['counts']['failed']} failed task(s)"
+                          + _ended(snap["job"]), file=sys.stderr)
+                return rc
             if args.timeout and time.monotonic() - start > args.timeout:
                 live.done()
                 print(f"timed out after {args.timeout:.0f}s; the job has not completed", file=sys.stderr)
-                return 1
+                return EXIT_TIMEOUT
             time.sleep(args.interval)
     except KeyboardInterrupt:
         live.done()
-        return 130
+        return EXIT_INTERRUPTED
 
 
-def cmd_tasks(args: argparse.Namespace, out=None) -> int:
+def _ended(job: dict[str, Any]) -> str:
+    reason = ((job.get("status") or {}).get("executionInfo") or {}).get("terminateReason")
+    return f", the job ended with {reason}" if reason else ""
+
+
+# command -> (kind, table, positional naming the owner, the owner's kind, the spec field naming it)
+LISTINGS: dict[str, tuple[str, Callable[..., str], str | None, str | None, str | None]] = {
+    "pools": ("Pool", fmt.pools_table, None, None, None),
+    "nodes": ("ComputeNode", fmt.nodes_table, "pool", "Pool", "poolName"),
+    "jobs": ("Job", fmt.jobs_table, None, None, None),
+    "tasks": ("Task", fmt.tasks_table, "job", "Job", "jobName"),
+    "schedules": ("JobSchedule", fmt.schedules_table, None, None, None),
+}
+
+
+def cmd_list(args: argparse.Namespace, out=None) -> int:
+    """Every listing: the objects of a kind (of one owner), filtered by -l on the server,
+    in the table's order for every output."""
+    kind, table, owner_arg, owner_kind, owner_field = LISTINGS[args.command]
     cluster = _cluster(args)
-    cluster.get("Job", args.job)
-    tasks = cluster.tasks_of(args.job)
-    if not tasks:
-        print(f"job {args.job} has no tasks", file=out)
-        return 0
-    print(fmt.tasks_table(tasks, wide=args.output == "wide"), file=out)
-    return 0
+    owner = getattr(args, owner_arg) if owner_arg else None
+    if owner:
+        cluster.get(owner_kind, owner)   # a clear not-found for a misspelt job or pool
+    items = cluster.list(kind, label_selector=args.selector)
+    if owner:
+        items = [o for o in items if (o.get("spec") or {}).get(owner_field) == owner]
+    items = fmt.sort_tasks(items) if kind == "Task" else fmt.sort_by_name(items)
+    text = output.render_objects(items, args.output, table)
+    if text is not None:
+        print(text, file=out)
+    elif args.output in (None, "wide"):   # as kubectl: the note on stderr, nothing on stdout
+        where = f"{owner_kind.lower()} {owner}" if owner else f"namespace {cluster.namespace}"
+        print(f"no {args.command} in {where}" + (f" matching -l {args.selector}" if args.selector else ""),
+              file=sys.stderr)
+    return EXIT_OK
 
 
 def _resolve_task(cluster, name: str, job: str | None) -> dict[str, Any]:
@@ -329,18 +398,33 @@ def _stderr_of(cluster, task: dict[str, Any], pod: dict[str, Any]) -> str:
                    f"{task_dir or '<task dir unknown>'}/stderr.txt ({last}); `kubectl podbatch logs` shows stdout and stderr together")
 
 
-def cmd_pools(args: argparse.Namespace, out=None) -> int:
-    pools = _cluster(args).list("Pool")
-    print(fmt.pools_table(pools) if pools else "no pools", file=out)
-    return 0
+def cmd_version(args: argparse.Namespace, out=None) -> int:
+    """The CLI's version and API version; unless --client, the Kubernetes version and the
+    versions of podbatch.io the cluster serves (from discovery, readable by any user). The
+    operator's own version is not visible through the API."""
+    import podbatch
+    info: dict[str, Any] = {"clientVersion": {"podbatch": podbatch.__version__, "apiVersion": podbatch.API_VERSION}}
+    rc = EXIT_OK
+    if not args.client:
+        from podbatch.cli.kube import CliError, new_client, server_versions
+        try:
+            api, _ = new_client(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+            info["serverVersion"] = server_versions(api)
+        except Exception as e:  # noqa: BLE001 - the client's version is still printed
+            from podbatch.cli.kube import api_error
+            print(f"error: {e if isinstance(e, CliError) else api_error(e)}", file=sys.stderr)
+            rc = EXIT_ERROR
+    if args.output:
+        print(output.dump(info, args.output), file=out)
+    else:
+        print(fmt.version_text(info), file=out)
+    return rc
 
 
-def cmd_nodes(args: argparse.Namespace, out=None) -> int:
-    cluster = _cluster(args)
-    cluster.get("Pool", args.pool)
-    nodes = cluster.nodes_of(args.pool)
-    print(fmt.nodes_table(nodes) if nodes else f"pool {args.pool} has no compute nodes yet", file=out)
-    return 0
+def cmd_completion(args: argparse.Namespace, out=None) -> int:
+    from podbatch.cli import completion
+    print(completion.script(args.shell), end="", file=out)
+    return EXIT_OK
 
 
 def cmd_operation(args: argparse.Namespace, out=None) -> int:
@@ -353,6 +437,30 @@ def cmd_operation(args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace, out=None) -> int:
+    """Convert (cli/importer.py), say on stderr what has no equivalent, then print or apply."""
+    import tempfile
+    from podbatch.cli import importer
+    params = dict(p.partition("=")[::2] for p in args.param)
+    if any("=" not in p for p in args.param):
+        raise importer.ImportProblem("--param takes NAME=VALUE")
+    result = importer.import_data(importer.read_json(args.file), job=args.job, params=params,
+                                  node_group=importer.parse_node_group(args.node_group))
+    print(importer.report(result, args.file), file=sys.stderr)
+    if not args.apply:
+        text = importer.to_json(result) if args.output == "json" else importer.to_yaml(result, args.file)
+        print(text.rstrip("\n"), file=out)
+        return EXIT_OK
+    if result.placeholders:
+        print("error: not applied: say where the pool's Nodes come from with --node-group", file=sys.stderr)
+        return EXIT_ERROR
+    with tempfile.TemporaryDirectory() as tmp:   # through apply's own path: validation, order, conflicts
+        manifest = Path(tmp, "imported.yaml")
+        manifest.write_text(importer.to_yaml(result, args.file))
+        args.filename = [str(manifest)]
+        return cmd_apply(args, out)
+
+
 def _flatten(d: dict[str, Any], prefix: str = ""):
     for k, v in d.items():
         if isinstance(v, dict):
@@ -363,22 +471,27 @@ def _flatten(d: dict[str, Any], prefix: str = ""):
 
 COMMANDS = {
     "apply": cmd_apply, "validate": cmd_validate, "status": cmd_status, "watch": cmd_watch,
-    "tasks": cmd_tasks, "logs": cmd_logs, "pools": cmd_pools, "nodes": cmd_nodes,
+    "logs": cmd_logs, **{name: cmd_list for name in LISTINGS},
     "node": cmd_operation, "job": cmd_operation, "task": cmd_operation,
+    "version": cmd_version, "completion": cmd_completion,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from podbatch.cli.kube import CliError
     from podbatch.cli.manifests import ManifestError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["__complete"]:   # shell completion (completion.py), hidden from --help
+        from podbatch.cli import completion
+        return completion.main(argv[1:], build_parser())
     args = parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "run", None) or COMMANDS[args.command])(args)
     except (CliError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ManifestError) else 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -387,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from podbatch.cli.kube import api_error
         if isinstance(e, ApiException) or type(e).__module__.startswith(("urllib3", "kubernetes")):
             print(f"error: {api_error(e)}", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
         raise
 
 

@@ -8,13 +8,16 @@ one pass, in this order:
  4. scheduling (scheduling.py): per pool, snapshot → core.scheduler.plan → bindings,
     each written as the task's status (on the version read) and then its pod;
  5. jobs (jobs.py, special.py) and job schedules (schedules.py).
-Every write goes through the executor (executor.py): the leader gate, resourceVersion
-preconditions, the store updated at once (assume), per-object backoff. Per-pass cost
+Each reconciler decides on the store's snapshot and returns a plan of typed actions
+(actions.py); the executor (executor.py) applies it in order, stopping at the first
+failure, with the leader gate, resourceVersion preconditions, the store updated at once
+(assume) and per-object backoff. Per-pass cost
 follows what changed and what is queued, not the total ever seen.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 
 from podbatch import metrics
@@ -63,6 +66,8 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         self._sweep_due = True                        # after the first sync
         self._to_adopt: set[str] = set()              # tasks to give an ownerReference to their Job
         self._cleanup_since: dict[str, float] = {}    # cleanup pod -> when first seen not ended
+        self._rejected: dict[str, tuple[float, str]] = {}   # Node -> (until, resource) after a kubelet OutOf… rejection
+        self._pool_decided: dict[str, tuple] = {}     # pool -> (autoscale run, dedicated, low-priority) of its last plan
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -152,7 +157,8 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
             changed_pools.update(self._pools_of_cnodes(set(self._last_node_states) - set(node_states)))
             self._last_node_states = node_states
         dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
-        sched_pools = changed_pools | self._replan | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
+        sched_pools = changed_pools | self._replan | self._rejections_ended() \
+            | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
         self._replan = set()
         dirty_jobs |= await self.schedule(node_view, sched_pools)
         await self.adopt_some()
@@ -164,6 +170,14 @@ class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
         self._gauge_tasks()
 
     # ------------------------------------------------------------------ helpers
+    async def _act(self, decided) -> bool:
+        """Apply a reconciler's plan (or await the decision first: some decisions read beyond
+        the store, such as a storage container's listing). True once every step was applied."""
+        plan = await decided if inspect.isawaitable(decided) else decided
+        if plan:
+            await self.ex.apply(plan)
+        return True
+
     async def _safely(self, what: str, coro):
         """One object's failure (an API error, a conflict, a bad spec) never stops the pass for
         the others; the object (`what` = "kind:key") is looked at again after its backoff."""

@@ -1,4 +1,5 @@
-"""The engine's only writer. Reconcilers decide; every API write goes through here.
+"""The engine's only writer. Reconcilers decide and return plans (actions.py); `apply`
+carries a plan out in its order, stopping at the first failure.
 
 What it adds to the bare client (kube.py), for every write:
 - the leader gate: a replica that is not (or no longer) the leader writes nothing
@@ -23,6 +24,7 @@ from collections import OrderedDict
 from kubernetes_asyncio.client.rest import ApiException
 
 from podbatch import metrics
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.store import Store, key
 
@@ -109,6 +111,57 @@ class Executor:
         if fresh:
             self._put(plural, fresh)
 
+    # --- plans ----------------------------------------------------------------------
+    async def apply(self, plan: list) -> list:
+        """Apply a reconciler's plan (actions.py) in its order and return each step's result.
+        The first failure stops the plan and is raised: nothing after a failed step is done,
+        and the object is decided again after its backoff from what the API then says.
+
+        Two writes of one plan to one object: the plan was decided on the version read, and
+        the only change since is the plan's own earlier write, so the later write is
+        preconditioned on the version that write returned."""
+        written: dict[tuple, str] = {}   # (plural, ns, name) -> resourceVersion our last write returned
+        out = []
+        for a in plan:
+            out.append(await self._apply_one(a, written))
+        return out
+
+    async def _apply_one(self, a, written: dict):
+        if isinstance(a, (A.WriteStatus, A.PatchObject)):
+            meta = a.body["metadata"]
+            k = (a.plural, meta["namespace"], meta["name"])
+            body = a.body
+            if k in written:
+                body = {**body, "metadata": {**meta, "resourceVersion": written[k]}}
+            if isinstance(a, A.WriteStatus):
+                res = await self.patch_status(a.plural, body, a.status, precondition=a.precondition)
+            else:
+                res = await self.patch_object(a.plural, body, patch=a.patch, precondition=a.precondition)
+            if res and res.get("metadata", {}).get("resourceVersion"):
+                written[k] = res["metadata"]["resourceVersion"]
+            return res
+        if isinstance(a, A.CreatePod):
+            return await self.create_pod(a.pod)
+        if isinstance(a, A.DeletePod):
+            return await self.delete_pod(a.namespace, a.name, grace=a.grace)
+        if isinstance(a, A.PatchPod):
+            return await self.patch_pod(a.namespace, a.name, a.patch)
+        if isinstance(a, A.CreateObject):
+            return await self.create_object(a.plural, a.namespace, a.body)
+        if isinstance(a, A.DeleteObject):
+            return await self.delete_object(a.plural, a.namespace, a.name)
+        if isinstance(a, A.EnsureAccount):
+            return await self.ensure_task_writer_account(a.namespace, a.name, a.owner, a.rules)
+        if isinstance(a, A.GrowNodes):
+            return await a.provider.grow(a.pool, a.members, a.count, self.store.knodes, a.low_priority)
+        if isinstance(a, A.ReleaseNode):
+            return await a.provider.release(a.pool, a.node)
+        if isinstance(a, A.Event):
+            return self.event(a.body, a.type, a.reason, a.message)
+        if isinstance(a, A.Then):
+            return a.fn()
+        raise TypeError(f"not an action: {a!r}")
+
     # --- podbatch objects ---------------------------------------------------------
     async def patch_status(self, plural: str, body: dict, status: dict, *, precondition: bool = True) -> dict | None:
         """Patch .status on the version `body` was read at (precondition) and assume the result."""
@@ -182,7 +235,9 @@ class Executor:
     # --- nodes ------------------------------------------------------------------------
     async def create_node(self, node: dict) -> None:
         self._gate()
-        await self.kube.create_node(node)
+        res = await self.kube.create_node(node)
+        if isinstance(res, dict) and res.get("metadata"):
+            self.store.put_knode(res)   # assumed: the next pass counts it before its watch echo
 
     async def delete_node(self, name: str) -> None:
         self._gate()
@@ -190,7 +245,9 @@ class Executor:
 
     async def patch_node(self, name: str, patch: dict) -> None:
         self._gate()
-        await self.kube.patch_node(name, patch)
+        res = await self.kube.patch_node(name, patch)
+        if isinstance(res, dict) and res.get("metadata"):
+            self.store.put_knode(res)   # assumed: an adopted node is a member at once
 
     async def ensure_task_writer_account(self, ns: str, name: str, owner: dict, rules: list[dict]) -> None:
         self._gate()
@@ -228,6 +285,30 @@ class Executor:
         self._events.add(task)
         task.add_done_callback(self._events.discard)
 
+    # --- scale targets (clusterapi provider) ---------------------------------------------
+    async def resource_plural(self, api_version: str, kind: str) -> str | None:
+        return await self.kube.resource_plural(api_version, kind)
+
+    async def get_scale(self, group: str, version: str, plural: str, ns: str, name: str) -> dict | None:
+        return await self.kube.get_scale(group, version, plural, ns, name)
+
+    async def patch_scale(self, group: str, version: str, plural: str, ns: str, name: str, replicas: int, *,
+                          resource_version: str | None = None) -> dict | None:
+        """Set replicas on the version read (a 409 means the target changed: decided again)."""
+        self._gate()
+        try:
+            return await self.kube.patch_scale(group, version, plural, ns, name, replicas, resource_version=resource_version)
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"{plural} {ns}/{name} changed since its scale was read") from None
+            raise
+
+    async def list_machines(self, ns: str, label_selector: str) -> list[dict]:
+        return await self.kube.list_machines(ns, label_selector)
+
+    async def patch_machine(self, ns: str, name: str, patch: dict) -> dict | None:
+        self._gate()
+        return await self.kube.patch_machine(ns, name, patch)
 
 def object_key(body: dict) -> str:
     return key(body["metadata"].get("namespace", ""), body["metadata"]["name"])

@@ -3,6 +3,7 @@ pools, and the job's status. Step 5 of a pass."""
 from __future__ import annotations
 
 from podbatch import API_VERSION, metrics
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.status import changed_keys, merged_conditions, now_iso, parse_time
 from podbatch.controllers.store import key
@@ -28,25 +29,25 @@ class Jobs:
                 out.add(k)
         return out
 
-    async def expire_finished_job(self, job: dict) -> bool:
-        """ttlSecondsAfterFinished: delete a completed job (its Tasks and pods go with it, by
-        their owner references) once the time has passed. True when it was deleted."""
+    @staticmethod
+    def expire_finished_job(job: dict) -> list:
+        """ttlSecondsAfterFinished: the plan deleting a completed job (its Tasks and pods go
+        with it, by their owner references) once the time has passed."""
         ttl = job["spec"].get("ttlSecondsAfterFinished")
         end = parse_time(((job.get("status") or {}).get("executionInfo") or {}).get("endTime"))
         if ttl is None or end is None or job["metadata"].get("deletionTimestamp") or clock.time() < end + int(ttl):
-            return False
-        await self.ex.delete_object("jobs", job["metadata"]["namespace"], job["metadata"]["name"])
-        self.ex.event(job, "Normal", "JobExpired", f"deleted {ttl}s after it completed (ttlSecondsAfterFinished)")
-        return True
+            return []
+        return [A.DeleteObject("jobs", job["metadata"]["namespace"], job["metadata"]["name"]),
+                A.Event(job, "Normal", "JobExpired", f"deleted {ttl}s after it completed (ttlSecondsAfterFinished)")]
 
-    async def ensure_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
+    def ensure_auto_pool(self, job: dict, auto: tuple[str, dict]) -> list:
         """Create the job's auto pool (autoPoolSpecification) unless it exists. It is owned by
         the job, or with poolLifetimeOption jobschedule by the JobSchedule, so deleting the
         owner deletes it (and its nodes, through the pool's finalizer)."""
         name, spec = auto
         ns = job["metadata"]["namespace"]
         if key(ns, name) in self.store.pools:
-            return
+            return []
         owner, kind = job, "Job"
         schedule = (job["metadata"].get("labels") or {}).get(naming.LABEL_SCHEDULE)
         if spec.get("poolLifetimeOption") == "jobschedule" and schedule and key(ns, schedule) in self.store.jobschedules:
@@ -56,32 +57,43 @@ class Jobs:
                              "labels": {naming.LABEL_AUTO_POOL_OF: naming.label_value(f"{kind.lower()}.{owner['metadata']['name']}")},
                              "ownerReferences": [pods.owner_reference({**owner, "kind": kind})]},
                 "spec": spec.get("pool") or {}}
-        await self.ex.create_object("pools", ns, body)   # 409 (made by an earlier pass) is fine
+        plan: list = [A.CreateObject("pools", ns, body)]   # 409 (made by an earlier pass) is fine
         if name not in self._auto_pools_announced:
-            self._auto_pools_announced.add(name)
-            self.ex.event(job, "Normal", "AutoPoolCreated", f"created pool {name} from spec.poolInfo.autoPoolSpecification")
+            plan += [A.Then("announce once", lambda: self._auto_pools_announced.add(name)),
+                     A.Event(job, "Normal", "AutoPoolCreated", f"created pool {name} from spec.poolInfo.autoPoolSpecification")]
+        return plan
 
-    async def end_auto_pool(self, job: dict, auto: tuple[str, dict]) -> None:
+    def end_auto_pool(self, job: dict, auto: tuple[str, dict]) -> list:
         """poolLifetimeOption job: the pool goes when the job completes, unless keepAlive."""
         name, spec = auto
         ns = job["metadata"]["namespace"]
         pool = self.store.pools.get(key(ns, name))
         if not jobcore.auto_pool_goes_with(spec, "job") or not pool or pool["metadata"].get("deletionTimestamp"):
-            return
-        await self.ex.delete_object("pools", ns, name)
-        self.ex.event(job, "Normal", "AutoPoolDeleted", f"the job completed: deleting its pool {name} (keepAlive is false)")
+            return []
+        return [A.DeleteObject("pools", ns, name),
+                A.Event(job, "Normal", "AutoPoolDeleted", f"the job completed: deleting its pool {name} (keepAlive is false)")]
 
     async def reconcile_job(self, job: dict) -> None:
+        await self.ex.apply(await self.decide_job(job))
+
+    async def decide_job(self, job: dict) -> list:
+        """Exact counts from the store, the next step of the job's state machine
+        (core/jobs.py), and the plan carrying it out: special tasks, auto pool, stopping
+        tasks, status."""
         s = self.store
         meta, spec = job["metadata"], job["spec"]
         ns = meta["namespace"]
         jk = key(ns, meta["name"])
         status = job.get("status") or {}
-        if meta.get("deletionTimestamp") or await self.expire_finished_job(job):
-            return   # going: its tasks stop and go with it (tasks.py, _orphaned)
+        if meta.get("deletionTimestamp"):
+            return []   # going: its tasks stop and go with it (tasks.py, _orphaned)
+        expire = self.expire_finished_job(job)
+        if expire:
+            return expire
+        plan: list = []
         invalid = self._validate(job)
         if not invalid and status.get("state") not in ("completed", "terminating"):
-            await self.ensure_job_manager(job)
+            plan += self.ensure_job_manager(job)
         counts, slots = jobcore.empty_counts(), jobcore.empty_counts()
         running: set[str] = set()
         for tk in s.tasks_by_job.get(jk, ()):
@@ -101,7 +113,7 @@ class Jobs:
         auto = jobcore.auto_pool(job)
         if auto:   # the pool is podbatch's to make: its absence is not the user's error
             if not invalid and status.get("state") != "completed":
-                await self.ensure_auto_pool(job, auto)
+                plan += self.ensure_auto_pool(job, auto)
         elif pool_id and key(ns, pool_id) not in s.pools:
             sched_err = {"category": "usererror", "code": "PoolNotFound",
                          "message": f"pool {pool_id!r} does not exist in namespace {ns}; create it or fix spec.poolInfo.poolId"}
@@ -116,23 +128,27 @@ class Jobs:
             state=status.get("state", ""), desired=spec.get("desiredState", "active"),
             disable_tasks=spec.get("disableTasks", "requeue"), on_all_complete=spec.get("onAllTasksComplete", "noaction"),
             counts=counts, wall_clock_expired=expired, task_requested_terminate=jk in self._terminate_requests,
-            job_manager_completed=self.job_manager_ended(job)))
-        if step.state == "completed" and not await self.run_release(job):
-            step = jobcore.JobStep("terminating", step.terminate_reason)   # completed once every release task ended
+            job_manager_completed=self.job_manager_ended(job), terminate_reason=spec.get("terminateReason") or ""))
+        if step.state == "completed":
+            released, release_plan = await self.run_release(job)
+            plan += release_plan
+            if not released:
+                step = jobcore.JobStep("terminating", step.terminate_reason)   # completed once every release task ended
         if step.stop_running and running:
-            await self._stop_tasks(running, step.stop_running,
-                                   f"job {meta['name']} is {step.state} ({step.terminate_reason or spec.get('disableTasks', '')})")
+            plan += self._stop_tasks(running, step.stop_running,
+                                     f"job {meta['name']} is {step.state} ({step.terminate_reason or spec.get('disableTasks', '')})")
         if step.terminate_reason and not info.get("terminateReason"):
             info["terminateReason"] = step.terminate_reason
         if auto and step.state == "completed":
-            await self.end_auto_pool(job, auto)
+            plan += self.end_auto_pool(job, auto)
+        events: list = []
         if step.state == "completed" and not info.get("endTime"):
             info["endTime"] = now_iso()
-            self._terminate_requests.discard(jk)
-            self.ex.event(job, "Normal", "JobCompleted", f"{counts['succeeded']} succeeded, {counts['failed']} failed"
-                   + (f"; {info.get('terminateReason')}" if info.get("terminateReason") else ""))
+            events += [A.Then("forget the terminate request", lambda: self._terminate_requests.discard(jk)),
+                       A.Event(job, "Normal", "JobCompleted", f"{counts['succeeded']} succeeded, {counts['failed']} failed"
+                               + (f"; {info.get('terminateReason')}" if info.get("terminateReason") else ""))]
         if sched_err and status.get("executionInfo", {}).get("schedulingError") != sched_err:
-            self.ex.event(job, "Warning", sched_err["code"], sched_err["message"])
+            events.append(A.Event(job, "Warning", sched_err["code"], sched_err["message"]))
         cycle = (self._cycles.get(jk) or (0, None))[1]
         conds = merged_conditions(status.get("conditions"), conditions.job_conditions(
             invalid=f"{invalid}. Fix the Job and apply it again." if invalid else None, state=step.state,
@@ -146,7 +162,8 @@ class Jobs:
         if changed_keys(status, new, ignore=("previousState", "stateTransitionTime")) \
                 or not conditions.same(status.get("conditions"), conds):
             new["conditions"] = conds
-            await self.ex.patch_status("jobs", job, new)
+            plan.append(A.WriteStatus("jobs", job, new))
+        return plan + events
 
     def _gauge_tasks(self) -> None:
         """Tasks by namespace, pool and state, from the store's per-job counts (every few seconds)."""

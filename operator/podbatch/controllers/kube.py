@@ -30,6 +30,8 @@ MERGE = "application/merge-patch+json"
 REQUEST_TIMEOUT = 15.0
 # what list_kind lists: the podbatch kinds, podbatch's pods, and Nodes
 CORE_KINDS = ("pods", "nodes", "namespaces")
+# Cluster API Machines (the clusterapi node-group provider marks and reads them)
+CAPI_GROUP, CAPI_VERSION = "cluster.x-k8s.io", "v1beta1"
 
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -41,6 +43,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.sem = asyncio.Semaphore(concurrency)
+        self._plurals: dict[tuple[str, str], str] = {}   # (apiVersion, kind) -> plural, from discovery
 
     @classmethod
     async def connect(cls, concurrency: int) -> "Kube":
@@ -130,8 +133,8 @@ class Kube:
             name, ns, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
 
     # --- nodes ------------------------------------------------------------------
-    async def create_node(self, node: dict) -> None:
-        await self._call("create", "node", self.core.create_node(node, _preload_content=False), ok=(409,))
+    async def create_node(self, node: dict) -> dict | None:
+        return await self._call("create", "node", self.core.create_node(node, _preload_content=False), ok=(409,))
 
     async def delete_node(self, name: str) -> None:
         await self._call("delete", "node", self.core.delete_node(name, _preload_content=False), ok=(404,))
@@ -141,8 +144,9 @@ class Kube:
         res = await self._call("list", "node", self.core.list_node(label_selector=label_selector, _preload_content=False))
         return [n["metadata"]["name"] for n in (res or {}).get("items", [])]
 
-    async def patch_node(self, name: str, patch: dict) -> None:
-        await self._call("patch", "node", self.core.patch_node(name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
+    async def patch_node(self, name: str, patch: dict) -> dict | None:
+        return await self._call("patch", "node", self.core.patch_node(name, patch, _content_type=MERGE, _preload_content=False),
+                                ok=(404,))
 
     # --- podbatch objects -------------------------------------------------------
     async def patch_status(self, plural: str, ns: str, name: str, status: dict, *,
@@ -204,6 +208,42 @@ class Kube:
                             "warnings reach users only through status conditions until it has it")
         except Exception:
             pass
+
+    # --- scale targets and Machines (the clusterapi node-group provider) -------------
+    async def resource_plural(self, api_version: str, kind: str) -> str | None:
+        """The plural of a namespaced kind with a scale subresource, from the server's discovery
+        (readable by every authenticated user); None when the server does not serve it."""
+        k = (api_version, kind)
+        if k not in self._plurals:
+            res = await self._call("get", "discovery", self.api.call_api(
+                f"/apis/{api_version}", "GET", header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False), ok=(404,)) or {}
+            names = {r.get("name") for r in res.get("resources") or []}
+            for r in res.get("resources") or []:
+                if r.get("kind") == kind and "/" not in r.get("name", "") and f"{r['name']}/scale" in names:
+                    self._plurals[k] = r["name"]   # only found ones are kept: a CRD installed later is seen
+        return self._plurals.get(k)
+
+    async def get_scale(self, group: str, version: str, plural: str, ns: str, name: str) -> dict | None:
+        """The target's scale subresource (autoscaling/v1 Scale); None when the target does not exist."""
+        return await self._call("get", f"{plural}/scale", self.custom.get_namespaced_custom_object_scale(
+            group, version, ns, plural, name, _preload_content=False), ok=(404,))
+
+    async def patch_scale(self, group: str, version: str, plural: str, ns: str, name: str, replicas: int, *,
+                          resource_version: str | None = None) -> dict | None:
+        body = {"spec": {"replicas": replicas}, **_precondition(resource_version)}
+        return await self._call("patch", f"{plural}/scale", self.custom.patch_namespaced_custom_object_scale(
+            group, version, ns, plural, name, body, _content_type=MERGE, _preload_content=False), ok=(404,))
+
+    async def list_machines(self, ns: str, label_selector: str) -> list[dict]:
+        """Cluster API Machines of a namespace matching a selector, read live; none without the CRD."""
+        res = await self._call("list", "machines", self.custom.list_namespaced_custom_object(
+            CAPI_GROUP, CAPI_VERSION, ns, "machines", label_selector=label_selector, _preload_content=False), ok=(404,))
+        return (res or {}).get("items") or []
+
+    async def patch_machine(self, ns: str, name: str, patch: dict) -> dict | None:
+        return await self._call("patch", "machines", self.custom.patch_namespaced_custom_object(
+            CAPI_GROUP, CAPI_VERSION, ns, "machines", name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
 
     async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
         try:

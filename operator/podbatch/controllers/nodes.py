@@ -3,11 +3,12 @@ the node-preparation pod of each boot, carry out reboot / reimage / remove / dis
 scheduling. Step 2 of a pass."""
 from __future__ import annotations
 
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.status import changed_keys, merged_conditions, node_address, node_condition, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
 from podbatch.core import conditions, naming, pods, removals, tenancy
-from podbatch.core.nodes import NodeFacts, is_schedulable, node_state
+from podbatch.core.nodes import NodeFacts, being_taken_back, is_schedulable, node_state
 from podbatch.nodegroups import provider_for
 
 NODE_COUNTS_EVERY = 2.0
@@ -26,35 +27,45 @@ class Nodes:
             self._cnode_pool[ck] = key(c["metadata"]["namespace"], c["spec"].get("poolName", ""))
             got = None
             if not self.ex.backoff.waiting(f"node:{ck}"):
-                got = await self._safely(f"node:{ck}", self.reconcile_node(ck, c, inflight.get(ck, set())))
+                got = await self._safely(f"node:{ck}", self._reconcile_node(ck, c, inflight.get(ck, set())))
             # a node whose reconcile failed keeps its last state; never "lost" for that alone
             view[ck] = got or ((c.get("status") or {}).get("state", "unknown"), False, c)
         self._inflight = inflight
         self._node_state_by_name = {v[2]["spec"]["nodeName"]: v[0] for v in view.values()}
         return view
 
-    async def _lower_target_once(self, pool: dict, cnode_spec: dict, request_id: str) -> None:
+    async def _reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
+        """Decide, apply, and report the node's state as the scheduler should see it."""
+        state, schedulable, plan = await self.decide_node(ck, c, tasks)
+        await self.ex.apply(plan)
+        return state, schedulable, self.store.cnodes.get(ck, c)
+
+    def _lower_target_once(self, pool: dict, cnode_spec: dict, request_id: str) -> list:
         """Removing a node lowers its pool's effective target by one, as in Batch (or the node
         would come right back), without writing the spec a GitOps repo owns (core/removals.py):
         the request is recorded in the Pool's annotation, once per request id, on the Pool's
         version read (a 409 re-reads it), so neither a crash nor a second writer counts it twice."""
         if pool["spec"].get("enableAutoScale"):
-            return   # the formula owns the target
+            return []   # the formula owns the target
         value = removals.record((pool["metadata"].get("annotations") or {}).get(naming.ANNOTATION_REMOVALS),
                                 generation=int(pool["metadata"].get("generation") or 0),
                                 dedicated=cnode_spec.get("isDedicated", True), request_id=request_id)
-        if value is not None:
-            await self.ex.patch_object("pools", pool, patch={"metadata": {"annotations": {naming.ANNOTATION_REMOVALS: value}}},
-                                       precondition=True)
+        if value is None:
+            return []
+        return [A.PatchObject("pools", pool, {"metadata": {"annotations": {naming.ANNOTATION_REMOVALS: value}}}, precondition=True)]
 
-    async def reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
+    async def decide_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, list]:
+        """The node's Batch state, whether it takes tasks, and the plan: node operations
+        (each recorded in handledRequests before the next boot starts), its preparation pod,
+        the tasks a lost node gives up, and its status."""
         s = self.store
+        plan: list = []
         ns = c["metadata"]["namespace"]
         spec, status = c["spec"], c.get("status") or {}
         pool = s.pools.get(key(ns, spec["poolName"]))
         knode = s.knodes.get(spec["nodeName"])
         if pool is None:
-            return status.get("state", "unknown"), False, c
+            return status.get("state", "unknown"), False, []
         handled = dict(status.get("handledRequests") or {})
         start = pool["spec"].get("startTask") or {}
         wait = start.get("waitForSuccess", True) if start.get("commandLine") else True
@@ -71,33 +82,31 @@ class Nodes:
                     rebooting = {"reboot": "rebooting", "reimage": "reimaging", "remove": ""}[op]
                     sched_enabled = False
                     break
-                await self._stop_tasks(tasks, option, f"node {op} requested")
+                plan += self._stop_tasks(tasks, option, f"node {op} requested")
                 if op == "remove":
                     # as in Batch, removing nodes lowers the pool's target, or the node would come right back
-                    await self._lower_target_once(pool, spec, req["requestId"])
-                    prov = provider_for(pool, self.ex)
-                    if knode:
-                        await self._release(pool, prov, knode, c)
+                    plan += self._lower_target_once(pool, spec, req["requestId"])
+                    prov = provider_for(pool, self.ex, self.settings)
+                    released = self._release(pool, prov, knode, c) if knode else []
                     handled[op] = req["requestId"]
-                    await self.ex.patch_status("computenodes", c, {"handledRequests": handled, "state": "leavingpool",
-                                                                  "stateTransitionTime": now_iso()})
-                    return "leavingpool", False, c
-                for pk_ in list(s.prep_pods.get(ck, ())):
-                    await self.ex.delete_pod(ns, pk_.split("/", 1)[1], grace=0)
+                    plan += [*released, A.WriteStatus("computenodes", c, {"handledRequests": handled, "state": "leavingpool",
+                                                                          "stateTransitionTime": now_iso()})]
+                    return "leavingpool", False, plan
+                plan += [A.DeletePod(ns, pk_.split("/", 1)[1], grace=0) for pk_ in list(s.prep_pods.get(ck, ()))]
                 handled[op] = req["requestId"]
                 wipe_boot = op == "reimage"   # only a reimage empties the node dirs, not a later reboot
-                res = await self.ex.patch_status("computenodes", c, {"handledRequests": handled, "startTaskInfo": None,
-                                                                   "lastBootTime": now_iso()})
-                c = res or c
-                status = c.get("status") or {}
-                self.ex.event(c, "Normal", op.capitalize(), f"node {op} carried out ({option})")
+                booted = {"handledRequests": handled, "startTaskInfo": None, "lastBootTime": now_iso()}
+                plan += [A.WriteStatus("computenodes", c, booted),
+                         A.Event(c, "Normal", op.capitalize(), f"node {op} carried out ({option})")]
+                c = A.with_status(c, booted)   # the rest of the plan is decided on the node as it will be
+                status = c["status"]
                 rebooting = {"reboot": "rebooting", "reimage": "reimaging"}[op]
                 tasks = set()
                 break
         if not sched_enabled and spec.get("schedulingState") == "disabled" and tasks:
             option = spec.get("nodeDisableSchedulingOption", "requeue")
             if option in ("requeue", "terminate") and status.get("schedulingState") != "disabled":
-                await self._stop_tasks(tasks, option, "scheduling was disabled on the node")
+                plan += self._stop_tasks(tasks, option, "scheduling was disabled on the node")
                 tasks = set()
         # --- node preparation pod of this boot
         boot = naming.boot_token(f"{handled.get('reboot', '')}|{handled.get('reimage', '')}".strip("|") or None)
@@ -118,18 +127,18 @@ class Nodes:
             rec = preps.get(retry)
             placement = self._placement(pool, c)
             if rec is None:
-                await self.ex.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry,
-                                                             wipe=wipe, tools_image=self.settings.tools_image,
-                                                             owner=pods.owner_reference(c),
-                                                             resource_files=await self._expanded_resource_files(start.get("resourceFiles"))))
+                plan.append(A.CreatePod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry,
+                                                          wipe=wipe, tools_image=self.settings.tools_image,
+                                                          owner=pods.owner_reference(c),
+                                                          resource_files=await self._expanded_resource_files(start.get("resourceFiles")))))
                 prep_phase = "Pending"
             else:
                 prep_phase = rec.view.phase
                 if prep_phase == "Failed" and (max_retry == -1 or retry < max_retry):
-                    await self.ex.create_pod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry + 1,
-                                                                 wipe=False, tools_image=self.settings.tools_image,
-                                                                 owner=pods.owner_reference(c),
-                                                                 resource_files=await self._expanded_resource_files(start.get("resourceFiles"))))
+                    plan.append(A.CreatePod(pods.nodeprep_pod(pool=pool, placement=placement, boot=boot, retry=retry + 1,
+                                                              wipe=False, tools_image=self.settings.tools_image,
+                                                              owner=pods.owner_reference(c),
+                                                              resource_files=await self._expanded_resource_files(start.get("resourceFiles")))))
                     prep_phase = "Pending"
                 elif prep_phase == "Failed":
                     failed_for_good = True
@@ -143,7 +152,8 @@ class Nodes:
                         new_info["stderrTail"] = tail[-1000:]
                         new_info["failureInfo"] = {"category": "usererror", "code": "FailureExitCode",
                                                    "message": f"The start task exited with code {rec.view.exit_code}"}
-                        self.ex.event(c, "Warning", "StartTaskFailed", f"start task exited {rec.view.exit_code} on {spec['nodeName']}")
+                        plan.append(A.Event(c, "Warning", "StartTaskFailed",
+                                            f"start task exited {rec.view.exit_code} on {spec['nodeName']}"))
                     info = {**info, **{k: v for k, v in new_info.items() if v is not None}}
         since = parse_time((node_condition(knode, "Ready") or {}).get("lastTransitionTime"))
         facts = NodeFacts(exists=knode is not None, ready=ready, ever_ready=bool(status.get("lastBootTime")),
@@ -151,13 +161,20 @@ class Nodes:
                           lost_grace=self.settings.node_lost_grace_seconds,
                           prep_phase=prep_phase if rebooting == "" else "", prep_failed_for_good=failed_for_good,
                           wait_for_success=wait, scheduling_enabled=sched_enabled, running_tasks=len(tasks),
-                          rebooting=rebooting if rebooting and tasks else "")
+                          rebooting=rebooting if rebooting and tasks else "",
+                          preempted=being_taken_back(knode, spec.get("isDedicated", True)))
         state = node_state(facts)
         if rebooting and not tasks and prep_phase != "Succeeded":
             state = rebooting
+        if state == "preempted" and tasks:
+            # the cloud takes the node back: requeued (no retry used), each old pod stopped and
+            # seen gone (or its Node deleted) before the next attempt starts elsewhere
+            plan += self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} was preempted (low-priority capacity "
+                                     "taken back)")
+            tasks = set()
         if state == "unusable" and tasks:
-            await self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} was not ready for longer than "
-                                   f"{self.settings.node_lost_grace_seconds:.0f}s (PODBATCH_NODE_LOST_GRACE_SECONDS)", force=True)
+            plan += self._stop_tasks(tasks, "requeue", f"node {spec['nodeName']} was not ready for longer than "
+                                     f"{self.settings.node_lost_grace_seconds:.0f}s (PODBATCH_NODE_LOST_GRACE_SECONDS)", force=True)
         addr = node_address(knode)
         new = {"state": state, "schedulingState": "enabled" if sched_enabled else "disabled",
                "runningTasksCount": len(tasks),
@@ -175,10 +192,9 @@ class Nodes:
         if changed and counts_only and clock.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
             self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
         elif changed:
-            res = await self.ex.patch_status("computenodes", c, new)
-            self._node_written[ck] = clock.monotonic()
-            c = res or c
-        return state, is_schedulable(state, sched_enabled), c
+            plan += [A.WriteStatus("computenodes", c, new),
+                     A.Then("note the write", lambda: self._node_written.__setitem__(ck, clock.monotonic()))]
+        return state, is_schedulable(state, sched_enabled), plan
 
     def _placement(self, pool: dict, c: dict) -> pods.Placement:
         return pods.Placement(namespace=c["metadata"]["namespace"], pool=pool["metadata"]["name"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from podbatch import API_VERSION
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.status import changed_keys, merged_conditions, now_iso, parse_time
 from podbatch.controllers.store import key
@@ -26,28 +27,32 @@ class JobSchedules:
         for k, js in list(self.store.jobschedules.items()):
             if self.ex.backoff.waiting(f"schedule:{k}"):
                 continue
-            await self._safely(f"schedule:{k}", self.reconcile_schedule(js))
+            await self._safely(f"schedule:{k}", self._act(self.decide_schedule(js)))
 
-    async def _end_schedule_pool(self, js: dict) -> None:
+    def _end_schedule_pool(self, js: dict) -> list:
         """An auto pool with poolLifetimeOption jobschedule goes when its schedule completes
         (unless keepAlive); deleting the schedule deletes it through its owner reference."""
         info = ((js["spec"].get("jobSpecification") or {}).get("poolInfo") or {})
         auto = info.get("autoPoolSpecification")
         if info.get("poolId") or not auto_pool_goes_with(auto, "jobschedule"):
-            return
+            return []
         ns = js["metadata"]["namespace"]
         name = naming.auto_pool_name(auto.get("autoPoolIdPrefix"), js["metadata"]["name"])
-        if key(ns, name) in self.store.pools:
-            await self.ex.delete_object("pools", ns, name)
-            self.ex.event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")
+        if key(ns, name) not in self.store.pools:
+            return []
+        return [A.DeleteObject("pools", ns, name),
+                A.Event(js, "Normal", "AutoPoolDeleted", f"the schedule completed: deleting its pool {name} (keepAlive is false)")]
 
-    async def reconcile_schedule(self, js: dict) -> None:
+    def decide_schedule(self, js: dict) -> list:
+        """The schedule's plan: the job of a due occurrence (named by it, so a repeated create
+        is harmless), the terminate of its jobs when it is terminated, its status."""
         meta, spec = js["metadata"], js["spec"]
         ns, name = meta["namespace"], meta["name"]
         status = js.get("status") or {}
         info = dict(status.get("executionInfo") or {})
         if status.get("state") == "completed" or meta.get("deletionTimestamp"):
-            return
+            return []
+        plan: list = []
         invalid = self._validate(js)
         jobs = [j for j in self.store.jobs.values() if j["metadata"]["namespace"] == ns
                 and (j["metadata"].get("labels") or {}).get(LABEL_SCHEDULE) == name]
@@ -63,7 +68,7 @@ class JobSchedules:
         elif desired == "terminated":
             for j in active:
                 if j["spec"].get("desiredState") != "terminated":
-                    await self.ex.patch_object("jobs", ns, j["metadata"]["name"], {"spec": {"desiredState": "terminated"}})
+                    plan.append(A.PatchObject("jobs", j, {"spec": {"desiredState": "terminated"}}))
             state = "terminating" if active else "completed"
         elif desired == "disabled":
             state, info["nextRunTime"] = "disabled", None
@@ -78,20 +83,20 @@ class JobSchedules:
             if d is not None:
                 if d.at is not None and not active:
                     job_name = f"{name}-{datetime.fromtimestamp(d.at, timezone.utc).strftime('%Y%m%d%H%M%S')}"
-                    await self.ex.create_object("jobs", ns, {
+                    plan.append(A.CreateObject("jobs", ns, {
                         "apiVersion": API_VERSION, "kind": "Job",
                         "metadata": {"name": job_name, "namespace": ns, "labels": {LABEL_SCHEDULE: name},
                                      "annotations": {ANNOTATION_OCCURRENCE: str(d.at)},
                                      "ownerReferences": [pods.owner_reference(js)]},
-                        "spec": spec["jobSpecification"]})
+                        "spec": spec["jobSpecification"]}))
                     info["recentJob"] = {"id": job_name, "name": job_name}
-                    self.ex.event(js, "Normal", "JobCreated", f"created job {job_name} for the occurrence at {_iso(d.at)}")
+                    plan.append(A.Event(js, "Normal", "JobCreated", f"created job {job_name} for the occurrence at {_iso(d.at)}"))
                 # an occurrence waiting for the active job is still the next run
                 info["nextRunTime"] = _iso(d.at if (d.at is not None and active) else d.next_at)
                 if d.at is None and d.next_at is None and not active and last_run is not None:
                     state = "completed"
         if state == "completed":
-            await self._end_schedule_pool(js)
+            plan += self._end_schedule_pool(js)
         if state == "completed" and not info.get("endTime"):
             info["endTime"] = now_iso()
         new.update({"state": state, "executionInfo": info, "observedGeneration": meta.get("generation"),
@@ -100,4 +105,5 @@ class JobSchedules:
         if state != status.get("state"):
             new["stateTransitionTime"] = now_iso()
         if changed_keys(status, new):
-            await self.ex.patch_status("jobschedules", js, new)
+            plan.append(A.WriteStatus("jobschedules", js, new))
+        return plan

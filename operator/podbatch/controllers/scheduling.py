@@ -6,19 +6,21 @@ from __future__ import annotations
 import asyncio
 
 from podbatch import metrics
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.status import initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
 from podbatch.core import deps as depcore
 from podbatch.core import jobs as jobcore
-from podbatch.core import naming, pods, scheduler
+from podbatch.core import naming, pods, resources, scheduler
 from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, dependency_action
 
 # A waiting task's pendingReason is written once it has waited this long: tasks bound
 # within a pass or two never cost a write for it.
 PENDING_REASON_AFTER = 1.5
 # Reasons only the user can clear: written at once, with an Event.
-USER_FIXABLE = {"RequiredSlotsExceedNode", "InterNodeCommunicationDisabled", "DependencyCycle", "PoolNotFound"}
+USER_FIXABLE = {"RequiredSlotsExceedNode", "InterNodeCommunicationDisabled", "DependencyCycle", "PoolNotFound",
+                "ResourcesExceedNode"}
 
 
 class Scheduling:
@@ -75,9 +77,12 @@ class Scheduling:
                 seq += 1
                 tasks.setdefault(pk, []).append(scheduler.TaskView(
                     key=tk, job=jk, required_slots=int(t["spec"].get("requiredSlots", 1)),
+                    requests=tuple(sorted(resources.task_requests(t["spec"]).items())),
                     priority=int(t["spec"].get("priority", 0)), seq=_seq(t, seq),
                     instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1)),
                     is_job_manager=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true",
+                    dedicated_only=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
+                    and not (j["spec"].get("jobManagerTask") or {}).get("allowLowPriorityNode", True),
                     run_exclusive=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
                     and (j["spec"].get("jobManagerTask") or {}).get("runExclusive", True)))
             jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
@@ -105,10 +110,14 @@ class Scheduling:
                         continue
                     running = tuple((t, self._job_priority(t), int(s.tasks[t]["spec"].get("requiredSlots", 1)))
                                     for t in sorted(self._inflight.get(ck, ())) if t in s.tasks)
+                    allocatable, free = self._node_resources(c, running)
                     nodes.append(scheduler.NodeView(name=ck, pool=pk, slots_total=int(pool["spec"].get("taskSlotsPerNode", 1)),
                                                     slots_used=sum(r[2] for r in running), schedulable=schedulable,
-                                                    order=_order(c), running_job_priorities=running))
-            pools = {pk: scheduler.PoolView(key=pk, fill_type=((pool or {}).get("spec", {}).get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread"))} if pool else {}
+                                                    order=_order(c), running_job_priorities=running,
+                                                    free_resources=free, allocatable=allocatable,
+                                                    dedicated=c["spec"].get("isDedicated", True)))
+            pools = {pk: scheduler.PoolView(key=pk, fill_type=(pool["spec"].get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread"),
+                                            slots_per_node=int(pool["spec"].get("taskSlotsPerNode", 1)))} if pool else {}
             snap = scheduler.Snapshot(pools=pools, nodes=nodes, jobs={j.key: j for j in jobs.values() if j.pool == pk}, tasks=tlist)
             t0 = clock.monotonic()
             # plan() is pure over an immutable snapshot: a big queue is planned off the event
@@ -116,22 +125,50 @@ class Scheduling:
             plan = scheduler.plan(snap) if len(tlist) < 2000 else await asyncio.to_thread(scheduler.plan, snap)
             metrics.SCHEDULER_PASS_SECONDS.observe(clock.monotonic() - t0)
             for p in plan.preemptions:
-                pending_writes.append(self._safely(f"bind:{p.task}", self._stop_tasks(
-                    {p.task}, "requeue", "preempted to make room for a job manager task of a higher-priority job")))
+                pending_writes.append(self._safely(f"bind:{p.task}", self._act(self._stop_tasks(
+                    {p.task}, "requeue", "preempted to make room for a job manager task of a higher-priority job"))))
             for b in plan.bindings:
-                pending_writes.append(self._safely(f"bind:{b.task}", self._bind(b, pool, now)))
+                pending_writes.append(self._safely(f"bind:{b.task}", self._act(self._bind(b, pool, now))))
                 touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
             limit = self.settings.pending_reason_limit
             for tk, p in plan.pending.items():
                 if limit and p.queue_position > limit and p.reason not in USER_FIXABLE:
                     continue   # deep in the queue: its reason is written once it is within the first `limit`
-                pending_writes.append(self._safely(f"pending:{tk}", self._set_pending(
-                    tk, {"reason": p.reason, "message": p.message, "queuePosition": p.queue_position})))
+                pending_writes.append(self._safely(f"pending:{tk}", self._act(self._set_pending(
+                    tk, {"reason": p.reason, "message": p.message, "queuePosition": p.queue_position}))))
         for tk, p in waiting_deps.items():
-            pending_writes.append(self._safely(f"pending:{tk}", self._set_pending(tk, p)))
+            pending_writes.append(self._safely(f"pending:{tk}", self._act(self._set_pending(tk, p))))
         if pending_writes:
             await asyncio.gather(*pending_writes)
         return touched
+
+    def _rejections_ended(self) -> set[str]:
+        """Pools of the nodes whose kubelet rejection window just ended: they plan again."""
+        now = clock.monotonic()
+        ended = {name for name, (until, _) in self._rejected.items() if until <= now}
+        for name in ended:
+            del self._rejected[name]
+        if not ended:
+            return set()
+        return {key(c["metadata"]["namespace"], c["spec"]["poolName"]) for c in self.store.cnodes.values()
+                if c["spec"].get("nodeName") in ended}
+
+    def _node_resources(self, c: dict, running: tuple) -> tuple[dict | None, dict | None]:
+        """(allocatable, left) of the compute node's Node: what the kubelet admits, minus what
+        the tasks bound there asked for. Pods other than podbatch's are not seen (pool nodes
+        are tainted for podbatch; a DaemonSet's requests are not counted): a task the kubelet
+        then turns away (OutOfcpu …) is requeued, not failed."""
+        knode = self.store.knodes.get(c["spec"]["nodeName"])
+        alloc = ((knode or {}).get("status") or {}).get("allocatable")
+        if not alloc:
+            return None, None
+        allocatable = resources.amounts(alloc)
+        used = [resources.task_requests(self.store.tasks[t]["spec"]) for t, _, _ in running if t in self.store.tasks]
+        free = resources.left(allocatable, used)
+        until, resource = self._rejected.get(c["spec"]["nodeName"], (0.0, ""))
+        if clock.monotonic() < until:
+            free[resource] = 0   # its kubelet just turned a pod away for this resource (tasks.py)
+        return allocatable, free
 
     def _dependency_cycle(self, jk: str, ids: dict[str, dict]) -> list[str] | None:
         """A cycle among the job's task dependencies; recomputed only when its task set changes."""
@@ -161,27 +198,31 @@ class Scheduling:
         j = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
         return int(j["spec"].get("priority", 0)) if j else 0
 
-    async def _set_pending(self, tk: str, reason: dict) -> None:
+    def _set_pending(self, tk: str, reason: dict) -> list:
+        """The plan writing why a task waits (once it has waited PENDING_REASON_AFTER)."""
         t = self.store.tasks.get(tk)
         if not t:
-            return
+            return []
         old = (t.get("status") or {}).get("pendingReason") or {}
         if old.get("reason") == reason["reason"] and old.get("message") == reason["message"]:
-            return   # positions move constantly; rewrite only when the reason changes
+            return []   # positions move constantly; rewrite only when the reason changes
         first = self._pending_since.setdefault(tk, clock.monotonic())
         if clock.monotonic() - first < PENDING_REASON_AFTER and reason["reason"] not in USER_FIXABLE:
             self._replan.add(self._pool_of_job(key(t["metadata"]["namespace"], t["spec"].get("jobName", ""))))
             self.store.changed.set()   # look again; most tasks are bound before this
-            return
+            return []
+        st = t.get("status") or {}
+        plan: list = [A.WriteStatus("tasks", t, with_task_conditions(
+            t, {"pendingReason": reason, **({} if st.get("state") else initial_status(now_iso()))}, user_fixable=USER_FIXABLE))]
         if reason["reason"] in USER_FIXABLE:
             # on the Job, grouped: a job of 10,000 tasks on a missing pool makes one Event, not 10,000
             job = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
-            self.ex.event(job or t, "Warning", reason["reason"], reason["message"])
-        st = t.get("status") or {}
-        await self.ex.patch_status("tasks", t, with_task_conditions(
-            t, {"pendingReason": reason, **({} if st.get("state") else initial_status(now_iso()))}, user_fixable=USER_FIXABLE))
+            plan.append(A.Event(job or t, "Warning", reason["reason"], reason["message"]))
+        return plan
 
-    async def _bind(self, b, pool: dict, now: str) -> None:
+    async def _bind(self, b, pool: dict, now: str) -> list:
+        """The plan binding a task: its status names the node(s) and the attempt's pod(s) (the
+        decision, on the version read), then the pods are created."""
         s = self.store
         t = s.tasks[b.task]
         st = t.get("status") or {}
@@ -201,13 +242,16 @@ class Scheduling:
                              "podName": naming.task_pod_name(t["metadata"]["name"], attempt) if i == 0
                              else naming.subtask_pod_name(t["metadata"]["name"], attempt, i)}
                             for i, n in enumerate(b.nodes)] if len(b.nodes) > 1 else None}
-        res = await self.ex.patch_status("tasks", t, with_task_conditions(t, new))
-        self._pending_since.pop(b.task, None)
-        if not res:
-            return
+        patch = with_task_conditions(t, new)
+        plan: list = [A.WriteStatus("tasks", t, patch), A.Then("forget the wait", lambda: self._pending_since.pop(b.task, None))]
         job = s.jobs.get(key(ns, t["spec"]["jobName"]))
         if job:
-            await self._create_task_pod(res, res.get("status") or {}, job)
+            bound = A.with_status(t, patch)
+            plan += await self._create_task_pod(bound, bound["status"], job)
+        return plan + [A.Then("count the binding", lambda: self._count_binding(t, pool, attempt))]
+
+    def _count_binding(self, t: dict, pool: dict, attempt: int) -> None:
+        ns = t["metadata"]["namespace"]
         metrics.BINDINGS.labels(ns, pool["metadata"]["name"]).inc()
         self._bindings += 1
         self._last_bound[key(ns, t["spec"]["jobName"])] = self._bindings

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from podbatch import API_VERSION
+from podbatch.controllers import actions as A
 from podbatch.controllers.store import PodRecord, key
 from podbatch.core import naming, pods
 
@@ -18,17 +19,16 @@ JM_ROLE_RULES = [{"apiGroups": ["podbatch.io"], "resources": ["tasks", "jobs"],
 
 
 class SpecialTasks:
-    async def clear_stale_pod(self, pod: dict) -> bool:
-        """A pod of this name that belongs to an earlier object of the same name (deleted and
-        applied again; its pods orphaned or still terminating) is deleted first: True means
-        the new pod waits for that, and the deletion event brings its owner back here."""
+    def _create_pod_plan(self, pod: dict) -> list:
+        """Create `pod`, unless a pod of its name belongs to an earlier object of the same name
+        (deleted and applied again; its pods orphaned or still terminating): that one is
+        deleted first, and the new pod waits for a later pass (the deletion event brings its
+        owner back here)."""
         meta = pod["metadata"]
         rec = self.store.pods.get(key(meta["namespace"], meta["name"]))
         if rec is None or rec.owned_by(meta["labels"].get(naming.LABEL_TASK_UID)):
-            return False
-        if not rec.view.deleting:
-            await self.ex.delete_pod(meta["namespace"], meta["name"], grace=0)
-        return True
+            return [A.CreatePod(pod)]
+        return [] if rec.view.deleting else [A.DeletePod(meta["namespace"], meta["name"], grace=0)]
 
     # --------------------------------------------------------------- preparation
     def prep_pods_of(self, job_key: str, role: str = "jobprep") -> dict[str, list[tuple[str, PodRecord]]]:
@@ -66,21 +66,21 @@ class SpecialTasks:
             return ("retry" if limit == -1 or retry < limit else "failed"), retry, rec
         return "pending", retry, rec
 
-    async def ensure_prep(self, job: dict, c: dict, pool: dict) -> str:
-        """Start (or retry) the job's preparation task on a node; returns its state."""
+    async def ensure_prep(self, job: dict, c: dict, pool: dict) -> tuple[str, list]:
+        """The state of the job's preparation task on a node, and the plan starting (or
+        retrying) it there."""
         state, retry, _ = self.prep_state(job, c)
         if state in ("missing", "retry"):
             prep = job["spec"]["jobPreparationTask"]
             nxt = 0 if state == "missing" else retry + 1
             boot = self._boot_of(c) if prep.get("rerunOnNodeRebootAfterSuccess", True) else "0"
-            await self._create_special_pod(job, c, pool, "jobprep", prep,
-                                           naming.jobprep_pod_name(job["metadata"]["name"], c["metadata"]["name"], boot, nxt),
-                                           annotations={"podbatch.io/boot": boot})
-            return "pending"
-        return state
+            return "pending", await self._special_pod_plan(
+                job, c, pool, "jobprep", prep, naming.jobprep_pod_name(job["metadata"]["name"], c["metadata"]["name"], boot, nxt),
+                annotations={"podbatch.io/boot": boot})
+        return state, []
 
-    async def _create_special_pod(self, job: dict, c: dict, pool: dict, role: str, spec: dict, name: str,
-                                  annotations: dict | None = None) -> None:
+    async def _special_pod_plan(self, job: dict, c: dict, pool: dict, role: str, spec: dict, name: str,
+                                annotations: dict | None = None) -> list:
         tid = spec.get("id") or role
         body = {"metadata": {"name": name, "uid": job["metadata"]["uid"]}, "spec": {**spec, "id": tid, "jobName": job["metadata"]["name"]}}
         pod = pods.task_pod(task=body, job=job, pool_spec=pool["spec"], placement=self._placement(pool, c), attempt=0,
@@ -89,11 +89,7 @@ class SpecialTasks:
                             tools_image=self.settings.tools_image)
         pod["metadata"]["labels"][naming.LABEL_TASK] = naming.label_value(tid)
         pod["metadata"]["annotations"].update(annotations or {})
-        if await self.clear_stale_pod(pod):
-            return
-        res = await self.ex.create_pod(pod)
-        if res:
-            self.store.put_pod(res)
+        return self._create_pod_plan(pod)
 
     def prep_env(self, job: dict, placement: pods.Placement) -> dict[str, str]:
         prep = job["spec"].get("jobPreparationTask")
@@ -112,14 +108,15 @@ class SpecialTasks:
         return frozenset(out)
 
     # --------------------------------------------------------------- release
-    async def run_release(self, job: dict) -> bool:
-        """Release task on every node that ran the preparation task. True once all ended."""
+    async def run_release(self, job: dict) -> tuple[bool, list]:
+        """The release task on every node that ran the preparation task: whether all ended,
+        and the plan starting those not started yet."""
         rel = job["spec"].get("jobReleaseTask")
         if not rel or not job["spec"].get("jobPreparationTask"):
-            return True
+            return True, []
         jk = key(job["metadata"]["namespace"], job["metadata"]["name"])
         released = self.prep_pods_of(jk, "jobrelease")
-        done = True
+        done, plan = True, []
         for node_label in self.prep_pods_of(jk):
             c = next((c for c in self.store.cnodes.values() if c["metadata"]["namespace"] == job["metadata"]["namespace"]
                       and naming.label_value(c["metadata"]["name"]) == node_label), None)
@@ -129,12 +126,13 @@ class SpecialTasks:
                     continue   # the node is gone: nothing to release there
                 pool = self.store.pools.get(key(c["metadata"]["namespace"], c["spec"]["poolName"]))
                 if pool:
-                    await self._create_special_pod(job, c, pool, "jobrelease", {**rel, "constraints": {"maxWallClockTime": rel.get("maxWallClockTime", "PT15M")}},
-                                                   naming.jobrelease_pod_name(job["metadata"]["name"], c["metadata"]["name"]))
+                    plan += await self._special_pod_plan(
+                        job, c, pool, "jobrelease", {**rel, "constraints": {"maxWallClockTime": rel.get("maxWallClockTime", "PT15M")}},
+                        naming.jobrelease_pod_name(job["metadata"]["name"], c["metadata"]["name"]))
                     done = False
             elif recs[0][1].view.phase not in ("Succeeded", "Failed") and c is not None:
                 done = False
-        return done
+        return done, plan
 
     def special_status(self, job: dict) -> dict:
         jk = key(job["metadata"]["namespace"], job["metadata"]["name"])
@@ -153,23 +151,25 @@ class SpecialTasks:
         return {"preparationTasks": rows("jobprep"), "releaseTasks": rows("jobrelease")}
 
     # --------------------------------------------------------------- job manager
-    async def ensure_job_manager(self, job: dict) -> None:
+    def ensure_job_manager(self, job: dict) -> list:
+        """The plan creating the job's job manager Task (and its account), unless it exists."""
         jm = job["spec"].get("jobManagerTask")
         if not jm:
-            return
+            return []
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         tname = naming.job_manager_task_name(name, jm.get("id") or "jobmanager")
         if key(ns, tname) in self.store.tasks:
-            return
+            return []
+        plan: list = []
         if "job" in ((jm.get("authenticationTokenSettings") or {}).get("access") or []):
-            await self.ex.ensure_task_writer_account(ns, f"{name}-jobmanager", pods.owner_reference(job), JM_ROLE_RULES)
+            plan.append(A.EnsureAccount(ns, f"{name}-jobmanager", pods.owner_reference(job), JM_ROLE_RULES))
         spec = {k: v for k, v in jm.items() if k in ("id", "displayName", "commandLine", "containerSettings", "resourceFiles",
                                                        "outputFiles", "environmentSettings", "constraints", "requiredSlots", "userIdentity")}
-        await self.ex.create_object("tasks", ns, {
+        return plan + [A.CreateObject("tasks", ns, {
             "apiVersion": API_VERSION, "kind": "Task",
             "metadata": {"name": tname, "namespace": ns, "labels": {naming.LABEL_JOB_MANAGER: "true"},
                          "ownerReferences": [pods.owner_reference(job)]},
-            "spec": {**spec, "jobName": name, "id": jm.get("id") or "jobmanager"}})
+            "spec": {**spec, "jobName": name, "id": jm.get("id") or "jobmanager"}})]
 
     def job_manager_account(self, job: dict, task: dict) -> str | None:
         jm = job["spec"].get("jobManagerTask") or {}

@@ -67,6 +67,7 @@ class Store:
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
         self.prep_pods: dict[str, set[str]] = defaultdict(set)   # cnode key -> nodeprep pod keys
         self.job_pods: dict[str, set[str]] = defaultdict(set)    # job key -> its preparation and release pod keys
+        self.placeholders: dict[str, set[str]] = defaultdict(set)   # pool key -> its placeholder pod keys (autoscaler)
         self.inflight: dict[str, set[str]] = defaultdict(set)      # cnode key -> tasks preparing/running there
         self.task_nodes: dict[str, tuple[str, ...]] = {}            # task -> the cnodes it holds
         self.task_state: dict[str, str] = {}
@@ -255,6 +256,13 @@ class Store:
             # tasks waiting in `preparing` for this node's preparation task look again
             self.dirty_tasks.update(t for t in self.tasks_by_job.get(jkey, ())
                                     if ((self.tasks.get(t) or {}).get("status") or {}).get("state") == "preparing")
+        elif role == "placeholder":
+            pool = key(meta["namespace"], labels.get(naming.LABEL_POOL, ""))
+            if deleted:
+                self.placeholders[pool].discard(k)
+            else:
+                self.placeholders[pool].add(k)
+            self.dirty_pools.add(pool)
         elif role == "nodeprep":
             ckey = key(meta["namespace"], labels.get(naming.LABEL_NODE, ""))
             if deleted:

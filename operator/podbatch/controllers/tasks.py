@@ -8,6 +8,7 @@ import heapq
 import logging
 
 from podbatch import metrics
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.status import CLEANUP_STUCK, condition, initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
@@ -24,40 +25,48 @@ log = logging.getLogger("podbatch.engine")
 RUNNING_WRITE_AFTER = 1.0
 RETENTION_RETRY = 10.0
 ADOPT_PER_PASS = 50
+REJECTED_FOR = 30.0   # seconds a node counts as out of a resource after its kubelet turned a pod away for it
 
 
 class Tasks:
-    async def _stop_tasks(self, tasks: set[str], option: str, why: str, force: bool = False) -> None:
-        """requeue: back to the queue without using a retry; terminate: completed, failed.
+    def _stop_tasks(self, tasks: set[str], option: str, why: str, force: bool = False) -> list:
+        """The plan to stop tasks in flight. requeue: back to the queue without using a retry;
+        terminate: completed, failed. See `_stop_one`."""
+        plan: list = []
+        for tk in list(tasks):
+            t = self.store.tasks.get(tk)
+            if t:
+                plan += self._stop_one(t, option, why, force)
+        return plan
 
-        Two phases, so attempts never overlap: the status write records the next attempt
+    def _stop_one(self, t: dict, option: str, why: str, force: bool = False) -> list:
+        """Two phases, so attempts never overlap: the status write records the next attempt
         together with the old attempt's pods that may still run (`stoppingPods`); then they
         are deleted (gracefully: the task gets SIGTERM and its grace period). The next
         attempt is bound only once they are seen gone (`_wait_for_stopping_pods`). A crash
         between the two writes leaves the pods recorded, so the next pass deletes them.
         `force`: the node is fenced (lost past its grace): its pods cannot be running."""
-        for tk in list(tasks):
-            t = self.store.tasks.get(tk)
-            if not t:
-                continue
-            st = t.get("status") or {}
-            if st.get("state") not in (PREPARING, RUNNING):
-                continue
-            primary = self._own_pod(t, st.get("podName"))
-            if primary is not None and primary.view.phase in ("Succeeded", "Failed"):
-                self.store.dirty_tasks.add(tk)   # it ended on its own: its outcome is recorded instead
-                continue
-            live = [] if force else self._live_pods(t, self._attempt_pods(st))
-            if option == "terminate":
-                new = complete(st, now=now_iso(), exit_code=None, result="failure",
-                               failure={"category": "servererror", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
-            else:
-                new = new_attempt(st, now=now_iso(), kind="requeue", reason=why, stopping=live)
-                metrics.TASK_REQUEUES.labels(*_pool_labels(t, st)).inc()
-            await self.ex.patch_status("tasks", t, with_task_conditions(t, new))
-            for name in self._attempt_pods(st):
-                await self.ex.delete_pod(t["metadata"]["namespace"], name, grace=0 if force else None)
-            self.ex.event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why)
+        st = t.get("status") or {}
+        if st.get("state") not in (PREPARING, RUNNING):
+            return []
+        primary = self._own_pod(t, st.get("podName"))
+        if primary is not None and primary.view.phase in ("Succeeded", "Failed"):
+            self.store.dirty_tasks.add(key(t["metadata"]["namespace"], t["metadata"]["name"]))
+            return []   # it ended on its own: its outcome is recorded instead
+        live = [] if force else self._live_pods(t, self._attempt_pods(st))
+        plan: list = []
+        if option == "terminate":
+            new = complete(st, now=now_iso(), exit_code=None, result="failure",
+                           failure={"category": "servererror", "code": "TaskEnded", "message": f"The task was terminated: {why}"})
+            plan.append(A.WriteStatus("tasks", t, with_task_conditions(t, new)))
+        else:
+            new = new_attempt(st, now=now_iso(), kind="requeue", reason=why, stopping=live)
+            labels = _pool_labels(t, st)
+            plan += [A.WriteStatus("tasks", t, with_task_conditions(t, new)),
+                     A.Then("count the requeue", lambda: metrics.TASK_REQUEUES.labels(*labels).inc())]
+        plan += [A.DeletePod(t["metadata"]["namespace"], name, grace=0 if force else None) for name in self._attempt_pods(st)]
+        plan.append(A.Event(t, "Warning", "TaskRequeued" if option != "terminate" else "TaskTerminated", why))
+        return plan
 
     async def sweep_stray_pods(self) -> int:
         """Delete every task pod that may run but is neither the current attempt of a live Task
@@ -74,7 +83,7 @@ class Tasks:
                 current = st.get("state") != COMPLETED and name in self._attempt_pods(st)
                 if current or name in (st.get("stoppingPods") or []):
                     continue
-            await self._safely(f"sweep:{pk}", self.ex.delete_pod(ns, name))
+            await self._safely(f"sweep:{pk}", self._act([A.DeletePod(ns, name)]))
             swept += 1
         return swept
 
@@ -90,27 +99,29 @@ class Tasks:
             t = self.store.tasks.get(tk)
             job = t and self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
             if t and job and not job_owner_uid(t) and not self.ex.backoff.waiting(f"adopt:{tk}"):
-                jobs.append(self._safely(f"adopt:{tk}", self._adopt(t, job)))
+                jobs.append(self._safely(f"adopt:{tk}", self._act(self._adopt(t, job))))
             elif t and job and not job_owner_uid(t):
                 self._to_adopt.add(tk)   # in backoff: later
         await asyncio.gather(*jobs)
         if self._to_adopt:
             self.store.changed.set()
 
-    async def _adopt(self, t: dict, job: dict) -> None:
+    @staticmethod
+    def _adopt(t: dict, job: dict) -> list:
         """Give the Task an ownerReference to its Job: deleting the Job then deletes its Tasks
         and their pods (the garbage collector), and a later Job of the same name never takes
         over this one (its uid differs)."""
         refs = [r for r in t["metadata"].get("ownerReferences") or [] if r.get("kind") != "Job"]
-        await self.ex.patch_object("tasks", t, patch={"metadata": {"ownerReferences": [
-            *refs, pods.owner_reference(job, controller=True)]}}, precondition=True)
+        return [A.PatchObject("tasks", t, {"metadata": {"ownerReferences": [*refs, pods.owner_reference(job, controller=True)]}},
+                              precondition=True)]
 
-    async def _orphaned(self, t: dict, st: dict) -> None:
+    def _orphaned(self, t: dict, st: dict) -> list:
         """A Task of a deleted Job: its pods are stopped (they hold slots), then the Task is
         deleted (the garbage collector would too, later)."""
-        await self._stop_pods(t, self._attempt_pods(st) + list(st.get("stoppingPods") or []))
+        plan, _ = self._stop_pods(t, self._attempt_pods(st) + list(st.get("stoppingPods") or []))
         if not t["metadata"].get("deletionTimestamp"):
-            await self.ex.delete_object("tasks", t["metadata"]["namespace"], t["metadata"]["name"])
+            plan.append(A.DeleteObject("tasks", t["metadata"]["namespace"], t["metadata"]["name"]))
+        return plan
 
     @staticmethod
     def _attempt_pods(st: dict) -> list[str]:
@@ -141,98 +152,101 @@ class Tasks:
         state = self._node_state_by_name.get(node_name)
         return state == "unusable"
 
-    async def _wait_for_stopping_pods(self, t: dict, st: dict) -> None:
+    def _wait_for_stopping_pods(self, t: dict, st: dict) -> list:
         """Phase two of a stop: delete the old attempt's pods again if needed (a crash may have
         come between the two writes), and clear `stoppingPods` once none of them can run; the
         scheduler binds the next attempt only then."""
-        if not await self._stop_pods(t, st["stoppingPods"]):
-            await self.ex.patch_status("tasks", t, {"stoppingPods": None})
+        plan, live = self._stop_pods(t, st["stoppingPods"])
+        return plan if live else plan + [A.WriteStatus("tasks", t, {"stoppingPods": None})]
 
     async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
         touched_jobs: set[str] = set()
         now = now_iso()
-        await asyncio.gather(*(self._safely(f"task:{tk}", self._advance_task(tk, node_view, now, touched_jobs))
+        await asyncio.gather(*(self._safely(f"task:{tk}", self._act(self._decide_task(tk, node_view, now, touched_jobs)))
                                for tk in dirty if not self.ex.backoff.waiting(f"task:{tk}")))
         return touched_jobs
 
-    async def _advance_task(self, tk: str, node_view: dict, now: str, touched_jobs: set[str]) -> bool:
+    async def _decide_task(self, tk: str, node_view: dict, now: str, touched_jobs: set[str]) -> list:
         """Initialise a new task, apply retention to a completed one, or advance one in flight."""
         s = self.store
         t = s.tasks.get(tk)
         if not t:
             self._running_since.pop(tk, None)
-            return True
+            return []
         st = t.get("status") or {}
         ns = t["metadata"]["namespace"]
-        job = s.jobs.get(key(ns, t["spec"].get("jobName", "")))
+        jk = key(ns, t["spec"].get("jobName", ""))
+        job = s.jobs.get(jk)
         state = st.get("state")
         owner = job_owner_uid(t)
         if owner and (job is None or job["metadata"]["uid"] != owner or job["metadata"].get("deletionTimestamp")):
-            await self._orphaned(t, st)   # its Job was deleted: the task stops and goes with it
-            return True
+            return self._orphaned(t, st)   # its Job was deleted: the task stops and goes with it
         if job is not None and not owner:
             self._to_adopt.add(tk)   # after this pass's bindings, in bounded batches (adopt_some)
         if not state:
             # A new task is `active` without a write of its own: its first status write is its
             # binding (or its pending reason), which saves one API write per task.
+            touched_jobs.add(jk)
             invalid = self._validate(t)
-            if invalid:
-                await self.ex.patch_status("tasks", t, with_task_conditions(
-                    t, initial_status(now), invalid=f"{invalid}. Fix the Task and apply it again."))
-            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
-            return True
+            return [A.WriteStatus("tasks", t, with_task_conditions(
+                t, initial_status(now), invalid=f"{invalid}. Fix the Task and apply it again."))] if invalid else []
         if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
-            await self.ex.patch_status("tasks", t, with_task_conditions(t, complete(st, now=now, exit_code=None, result="failure", failure={
-                "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"})))
-            await self._stop_pods(t, self._attempt_pods(st))
-            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
-            return True
+            touched_jobs.add(jk)
+            new = complete(st, now=now, exit_code=None, result="failure", failure={
+                "category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.desiredState: terminated)"})
+            return [A.WriteStatus("tasks", t, with_task_conditions(t, new)), *self._stop_pods(t, self._attempt_pods(st))[0]]
         request = t["spec"].get("reactivateRequestId")
         if state == COMPLETED and request and request != st.get("handledReactivateRequestId"):
-            info = st.get("executionInfo") or {}
-            if info.get("result") == "failure" and t["spec"].get("desiredState") != "terminated":
-                # Batch: a reactivated task runs again with its retry count reset
-                await self.ex.patch_status("tasks", t, with_task_conditions(t, {
-                    "state": ACTIVE, "previousState": state, "stateTransitionTime": now, "attempt": int(st.get("attempt", 1)) + 1,
-                    "podName": None, "nodeInfo": None, "subtasks": None, "handledReactivateRequestId": request,
-                    "executionInfo": {"retryCount": 0, "requeueCount": info.get("requeueCount", 0), "startTime": None,
-                                      "endTime": None, "exitCode": None, "result": None, "failureInfo": None}}))
-                self.ex.event(t, "Normal", "TaskReactivated", "the failed task was reactivated and will run again")
-            else:
-                await self.ex.patch_status("tasks", t, {"handledReactivateRequestId": request})
-                self.ex.event(t, "Warning", "ReactivateIgnored", "only a failed task can be reactivated; this one "
-                       + ("succeeded" if info.get("result") == "success" else "was terminated"))
-            touched_jobs.add(key(ns, t["spec"].get("jobName", "")))
-            return True
+            touched_jobs.add(jk)
+            return self._reactivate(t, st, request, now)
         if state == COMPLETED:
-            await self._stop_pods(t, self._attempt_pods(st))   # a terminate's delete lost to a crash or an error
             self._note_retention(tk, t, st)
-            return True
+            return self._stop_pods(t, self._attempt_pods(st))[0]   # a terminate's delete lost to a crash or an error
         if st.get("stoppingPods"):
-            await self._wait_for_stopping_pods(t, st)
-            return True
+            return self._wait_for_stopping_pods(t, st)
         if state in (PREPARING, RUNNING) and job is None:
-            await self._orphaned(t, st)   # bound, then its Job was deleted before it was adopted
-            return True
+            return self._orphaned(t, st)   # bound, then its Job was deleted before it was adopted
         if state not in (PREPARING, RUNNING):
-            return True
+            return []
+        return await self._decide_in_flight(tk, t, st, job, node_view, now, touched_jobs)
+
+    def _reactivate(self, t: dict, st: dict, request: str, now: str) -> list:
+        info = st.get("executionInfo") or {}
+        if info.get("result") == "failure" and t["spec"].get("desiredState") != "terminated":
+            # Batch: a reactivated task runs again with its retry count reset
+            return [A.WriteStatus("tasks", t, with_task_conditions(t, {
+                "state": ACTIVE, "previousState": st.get("state"), "stateTransitionTime": now, "attempt": int(st.get("attempt", 1)) + 1,
+                "podName": None, "nodeInfo": None, "subtasks": None, "handledReactivateRequestId": request,
+                "executionInfo": {"retryCount": 0, "requeueCount": info.get("requeueCount", 0), "startTime": None,
+                                  "endTime": None, "exitCode": None, "result": None, "failureInfo": None}})),
+                    A.Event(t, "Normal", "TaskReactivated", "the failed task was reactivated and will run again")]
+        return [A.WriteStatus("tasks", t, {"handledReactivateRequestId": request}),
+                A.Event(t, "Warning", "ReactivateIgnored", "only a failed task can be reactivated; this one "
+                        + ("succeeded" if info.get("result") == "success" else "was terminated"))]
+
+    async def _decide_in_flight(self, tk: str, t: dict, st: dict, job: dict, node_view: dict, now: str,
+                                touched_jobs: set[str]) -> list:
+        """A bound task: its state machine (core/tasks.py) over its pod, its nodes and its gang."""
+        s = self.store
+        ns = t["metadata"]["namespace"]
         pod_rec = self._own_pod(t, st.get("podName"))
         cnode_key = key(ns, (st.get("nodeInfo") or {}).get("nodeId", ""))
         gang_nodes = [cnode_key] + [key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0)]
         lost = any(node_lost(node_view.get(n, ("unknown", False, None))[0], n in s.cnodes) for n in gang_nodes)
         view = pod_rec.view if pod_rec else None
-        failed_instance = None
         if len(gang_nodes) > 1:   # Batch: an instance that fails fails the task (retried as a whole)
             failed_instance = next((r.view for x in st.get("subtasks") or [] if x.get("id", 0)
                                     for r in [self._own_pod(t, x.get("podName"))]
                                     if r and r.view.phase == "Failed" and not r.view.deleting), None)
             if failed_instance and not (view and view.phase in ("Succeeded", "Failed")):
                 view = failed_instance
-            else:
-                failed_instance = None
         out: Outcome = observe_attempt(task_spec=t["spec"], job_spec=job["spec"], status=st,
                                        pod=view, now=now, node_lost=lost,
                                        pod_deleted=pod_rec is None and s.was_deleted(ns, st.get("podName")))
+        if view is not None and view.phase == "Failed" and view.reason.startswith("OutOf") and view.node_name:
+            # the kubelet turned the pod away (a pod podbatch does not see holds what it asked for):
+            # that node counts as out of that resource for a while, so the requeue is not a hot loop
+            self._rejected[view.node_name] = (clock.monotonic() + REJECTED_FOR, view.reason[len("OutOf"):])
         if out.status.get("state") == ACTIVE and int(out.status.get("attempt") or 0) > int(st.get("attempt") or 0) \
                 and not lost:
             # a new attempt: the old one's pods that may still run are recorded until seen gone
@@ -244,69 +258,65 @@ class Tasks:
             if clock.monotonic() - since < RUNNING_WRITE_AFTER:
                 self._deferred.add(tk)   # a short task then costs one status write less
                 self.store.changed.set()
-                return True
+                return []
         self._running_since.pop(tk, None)
         if out.completed and st.get("state") == PREPARING and view is not None and view.exit_code is not None \
                 and not view.preprocessing_failure:
             out.status["previousState"] = RUNNING   # it ran; it ended before `running` was written
+        plan: list = []
         if stop_gang:
             final = "completed" if out.status.get("state") == COMPLETED else ACTIVE
             out.status["subtasks"] = [{**x, "state": final} for x in st.get("subtasks") or []] if final == COMPLETED else None
         elif len(gang_nodes) > 1:
             subtasks = st.get("subtasks") or []
-            ips = await self._publish_host_list(t, st)
+            plan, ips = self._host_list(t, st)
             if ips and any(x.get("ipAddress") != ip for x, ip in zip(subtasks, ips)):
                 subtasks = [{**x, "ipAddress": ip} for x, ip in zip(subtasks, ips)]
                 out.status = {**out.status, "subtasks": subtasks}
             if pod_rec and pod_rec.view.phase == "Running" and subtasks and subtasks[0].get("state") != RUNNING:
                 out.status = {**out.status, "subtasks": [{**x, "state": RUNNING} for x in subtasks]}
-        await self._apply_outcome(t, st, out, job)
+        plan += await self._outcome_plan(t, st, out, job)
         if stop_gang:   # after the status recorded them (stoppingPods): the whole gang stops
-            await self._stop_pods(t, self._attempt_pods(st))
+            plan += self._stop_pods(t, self._attempt_pods(st))[0]
         if out.status:
             touched_jobs.add(key(ns, t["spec"]["jobName"]))
-        return True
+        return plan
 
-    async def _apply_outcome(self, t: dict, st: dict, out: Outcome, job: dict) -> None:
+    async def _outcome_plan(self, t: dict, st: dict, out: Outcome, job: dict) -> list:
         ns = t["metadata"]["namespace"]
+        plan: list = []
         if out.status:
-            await self.ex.patch_status("tasks", t, with_task_conditions(t, out.status))
-            metrics.TASK_TRANSITIONS.labels(out.status.get("state", st.get("state"))).inc()
-            if out.status.get("state") == ACTIVE and (out.status.get("executionInfo") or {}).get("retryCount", 0) > (st.get("executionInfo") or {}).get("retryCount", 0):
-                metrics.TASK_RETRIES.labels(*_pool_labels(t, st)).inc()
-            if out.completed:
-                info = out.status.get("executionInfo") or {}
-                a, b = parse_time(info.get("startTime")), parse_time(info.get("endTime"))
-                if a and b:
-                    metrics.TASK_RUN_SECONDS.observe(max(0.0, b - a))
+            plan += [A.WriteStatus("tasks", t, with_task_conditions(t, out.status)),
+                     A.Then("count the transition", lambda: _count_transition(t, st, out))]
         if out.delete_pod:
-            await self.ex.delete_pod(ns, out.delete_pod, grace=0 if out.force_delete else None)
+            plan.append(A.DeletePod(ns, out.delete_pod, grace=0 if out.force_delete else None))
         if out.create_pod:
-            await self._create_task_pod(t, st, job)
+            plan += await self._create_task_pod(t, st, job)
         if out.event:
-            self.ex.event(t, *out.event)
+            plan.append(A.Event(t, *out.event))
         if out.job_action in ("terminate", "disable") and job["spec"].get("onTaskFailure") == "performexitoptionsjobaction":
             if out.job_action == "terminate":
-                self._terminate_requests.add(key(ns, job["metadata"]["name"]))
+                jk = key(ns, job["metadata"]["name"])
+                plan.append(A.Then("ask the job to terminate", lambda: self._terminate_requests.add(jk)))
             else:
-                await self.ex.patch_object("jobs", ns, job["metadata"]["name"], {"spec": {"desiredState": "disabled", "disableTasks": "wait"}})
+                plan.append(A.PatchObject("jobs", job, {"spec": {"desiredState": "disabled", "disableTasks": "wait"}}))
+        return plan
 
-    async def _create_task_pod(self, t: dict, st: dict, job: dict) -> None:
-        """Create the current attempt's pod(s), once the job's preparation task allows it."""
+    async def _create_task_pod(self, t: dict, st: dict, job: dict) -> list:
+        """The plan creating the current attempt's pod(s), once the job's preparation task
+        allows it. `t` and `st` are the task as it will be when the plan's earlier writes land."""
         s = self.store
         ns = t["metadata"]["namespace"]
         ni = st.get("nodeInfo") or {}
         c = s.cnodes.get(key(ns, ni.get("nodeId", "")))
         pool = s.pools.get(key(ns, ni.get("poolId", "")))
         if not c or not pool:
-            return
-        prep = await self.ensure_prep(job, c, pool)
+            return []
+        prep, plan = await self.ensure_prep(job, c, pool)
         if prep == "failed":
-            await self._stop_tasks({key(ns, t["metadata"]["name"])}, "requeue",
-                                   f"the job preparation task failed on node {c['metadata']['name']}")
-            return
+            return plan + self._stop_one(t, "requeue", f"the job preparation task failed on node {c['metadata']['name']}")
         if prep == "pending" and job["spec"]["jobPreparationTask"].get("waitForSuccess", True):
-            return   # stays `preparing`; the preparation pod's end brings it back here
+            return plan   # stays `preparing`; the preparation pod's end brings it back here
         attempt = int(st.get("attempt", 1))
         subtasks = [x for x in st.get("subtasks") or [] if x.get("id", 0)]
         gang = bool(subtasks)
@@ -334,11 +344,8 @@ class Tasks:
                                 coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
                                 resource_files=[*common, *(resource_files or [])] if idx == 0 else common,
                                 tools_image=self.settings.tools_image)
-            if await self.clear_stale_pod(pod):
-                continue
-            res = await self.ex.create_pod(pod)
-            if res:
-                s.put_pod(res)
+            plan += self._create_pod_plan(pod)
+        return plan
 
     async def _expanded_resource_files(self, resource_files: list[dict] | None) -> list[dict] | None:
         """Resource files with every storageContainerUrl listed (IO here; pods stay pure).
@@ -365,33 +372,31 @@ class Tasks:
         rec = self.store.pods.get(key(t["metadata"]["namespace"], name or ""))
         return rec if rec and rec.owned_by(t["metadata"].get("uid")) else None
 
-    async def _publish_host_list(self, t: dict, st: dict) -> list[str] | None:
+    def _host_list(self, t: dict, st: dict) -> tuple[list, list[str] | None]:
         """Once every instance of a gang has a pod IP, write the host list (primary first) on
         each instance's pod; their wrappers wait for it (a downward-API file) before the
         coordination command starts. The annotation is the record: idempotent after a restart.
-        Returns the instances' addresses in subtask order, or None while some have none."""
+        Returns the plan and the instances' addresses in subtask order (None while some have none)."""
         ns = t["metadata"]["namespace"]
-        subtasks = st.get("subtasks") or []
-        names = [x.get("podName") for x in subtasks]
+        names = [x.get("podName") for x in st.get("subtasks") or []]
         recs = [self._own_pod(t, n) for n in names]
         if not recs or any(r is None or not r.view.pod_ip for r in recs):
-            return None
+            return [], None
         ips = [r.view.pod_ip for r in recs]
         hosts = ",".join(ips)
-        for name, r in zip(names, recs):
-            if r.view.host_list != hosts and not r.view.deleting:
-                await self.ex.patch_pod(ns, name, {"metadata": {"annotations": {naming.ANNOTATION_HOST_LIST: hosts}}})
-        return ips
+        return [A.PatchPod(ns, name, {"metadata": {"annotations": {naming.ANNOTATION_HOST_LIST: hosts}}})
+                for name, r in zip(names, recs) if r.view.host_list != hosts and not r.view.deleting], ips
 
-    async def _stop_pods(self, t: dict, names: list[str]) -> list[str]:
-        """Delete (gracefully: SIGTERM, then the grace period) those of `names` that may still
-        run and are not being deleted yet; returns those that may still run."""
+    def _stop_pods(self, t: dict, names: list[str]) -> tuple[list, list[str]]:
+        """The plan deleting (gracefully: SIGTERM, then the grace period) those of `names` that
+        may still run and are not being deleted yet, and those that may still run."""
         live = self._live_pods(t, names)
+        plan = []
         for name in live:
             rec = self._own_pod(t, name)
             if rec is not None and not rec.view.deleting:
-                await self.ex.delete_pod(t["metadata"]["namespace"], name)
-        return live
+                plan.append(A.DeletePod(t["metadata"]["namespace"], name))
+        return plan, live
 
     def _note_retention(self, tk: str, t: dict, st: dict) -> None:
         """Remember when a completed task's retention ends (a heap: no scan of old tasks)."""
@@ -414,15 +419,18 @@ class Tasks:
             t = self.store.tasks.get(tk)
             if t is None:
                 self._retention_known.discard(tk)
-            elif await self._safely(f"retention:{tk}", self._expire(t)):
+                continue
+            done, plan = self._expire(t)
+            if await self._safely(f"retention:{tk}", self._act(plan)) and done:
                 self._retention_known.discard(tk)
             else:
                 again.append((now + RETENTION_RETRY, tk))
         for item in again:
             heapq.heappush(self._retention_due, item)
 
-    async def _expire(self, t: dict) -> bool:
-        """One step of a task's retention cleanup; True once everything is gone."""
+    def _expire(self, t: dict) -> tuple[bool, list]:
+        """The next step of a task's retention cleanup, and whether it finishes it: the
+        directory's cleanup pod first, then the task's pods, and `Retained=False` last."""
         s = self.store
         st = t.get("status") or {}
         ns = t["metadata"]["namespace"]
@@ -433,21 +441,30 @@ class Tasks:
         message = "the task's pod and directory were removed after constraints.retentionTime"
         if c and pool and knode and (knode["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FAKE_NODE) != "fake" \
                 and ni.get("taskRootDirectory"):
-            phase = await self._remove_dirs(self._placement(pool, c), [ni["taskRootDirectory"]],
+            phase, plan = self._remove_dirs(self._placement(pool, c), [ni["taskRootDirectory"]],
                                             f"task-{t['metadata']['uid']}-{st.get('attempt')}", owner=pods.owner_reference(t))
             if phase == CLEANUP_STUCK:
                 message = (f"the task's pod was removed after constraints.retentionTime; its directory "
                            f"{ni['taskRootDirectory']} could not be removed within "
                            f"{self.settings.cleanup_timeout_seconds:.0f}s and is left on node {ni.get('nodeName')}")
             elif phase not in ("Succeeded", "Failed"):
-                return False
-        for sub in [st.get("podName")] + [x.get("podName") for x in st.get("subtasks") or []]:
-            if sub:
-                await self.ex.delete_pod(ns, sub)
+                return False, plan
+        plan = [A.DeletePod(ns, sub) for sub in [st.get("podName")] + [x.get("podName") for x in st.get("subtasks") or []] if sub]
         conds = [c2 for c2 in st.get("conditions") or [] if c2.get("type") != "Retained"]
         conds.append(condition("Retained", False, "RetentionTimeExpired", message))
-        await self.ex.patch_status("tasks", t, {"conditions": conds})
-        return True
+        return True, plan + [A.WriteStatus("tasks", t, {"conditions": conds})]
+
+
+def _count_transition(t: dict, st: dict, out: Outcome) -> None:
+    metrics.TASK_TRANSITIONS.labels(out.status.get("state", st.get("state"))).inc()
+    if out.status.get("state") == ACTIVE and (out.status.get("executionInfo") or {}).get("retryCount", 0) > \
+            (st.get("executionInfo") or {}).get("retryCount", 0):
+        metrics.TASK_RETRIES.labels(*_pool_labels(t, st)).inc()
+    if out.completed:
+        info = out.status.get("executionInfo") or {}
+        a, b = parse_time(info.get("startTime")), parse_time(info.get("endTime"))
+        if a and b:
+            metrics.TASK_RUN_SECONDS.observe(max(0.0, b - a))
 
 
 def _pool_labels(t: dict, st: dict) -> tuple[str, str]:

@@ -49,6 +49,8 @@ READ_ONLY_VARIABLES = (
     "$SampleNodeCount", "$ActiveTasks", "$RunningTasks", "$PendingTasks", "$SucceededTasks",
     "$FailedTasks", "$TaskSlotsPerNode", "$CurrentDedicatedNodes", "$CurrentLowPriorityNodes",
     "$UsableNodeCount", "$PreemptedNodeCount",
+    # beyond Batch (Azure/Batch #118, #151): the same counts in task slots
+    "$ActiveTaskSlots", "$RunningTaskSlots", "$PendingTaskSlots",
 )
 # settable variable -> the canonical one it sets ($TargetDedicated is Batch's older alias)
 SETTABLE_VARIABLES = {

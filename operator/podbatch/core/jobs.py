@@ -76,6 +76,7 @@ class JobFacts:
     wall_clock_expired: bool
     task_requested_terminate: bool = False
     job_manager_completed: bool = False    # with killJobOnCompletion
+    terminate_reason: str = ""             # spec.terminateReason: the user's reason for a terminate
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ def job_step(f: JobFacts) -> JobStep:
     if s == "terminating":
         return JobStep("completed") if running == 0 else JobStep("terminating", stop_running="terminate")
     if f.desired == "terminated":
-        return JobStep("terminating", "UserTerminate", stop_running="terminate")
+        return JobStep("terminating", f.terminate_reason or "UserTerminate", stop_running="terminate")
     if f.wall_clock_expired:
         return JobStep("terminating", "MaxWallClockTimeExpiry", stop_running="terminate")
     if f.task_requested_terminate:

@@ -4,6 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEDULABLE_STATES = {"idle", "running"}
+# Taints with which a cloud (or its node-termination handler) says it takes a node back:
+# on a low-priority (spot) node they make the compute node `preempted` and its tasks are
+# requeued. podbatch.io/preempted is for anything else that knows (and for tests).
+PREEMPTION_TAINTS = ("podbatch.io/preempted", "cloud.google.com/impending-node-termination",
+                     "aws-node-termination-handler/spot-itn", "karpenter.sh/disrupted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +25,7 @@ class NodeFacts:
     rebooting: str = ""          # "rebooting" | "reimaging" while a reboot/reimage is under way
     not_ready_seconds: float = 0.0   # how long the Node has not been Ready
     lost_grace: float = 300.0        # how long a NotReady node may be out of touch before it counts as lost
+    preempted: bool = False          # a low-priority node its cloud is taking back (PREEMPTION_TAINTS)
 
 
 def node_state(f: NodeFacts) -> str:
@@ -29,6 +35,8 @@ def node_state(f: NodeFacts) -> str:
     is it `unusable`, and only then are its tasks requeued (`node_lost`)."""
     if f.leaving:
         return "leavingpool"
+    if f.preempted:
+        return "preempted"
     if not f.exists:
         return "creating"
     if f.ready != "True":
@@ -60,3 +68,18 @@ def node_lost(state: str | None, exists: bool) -> bool:
     """Whether the tasks of a compute node in `state` may be started elsewhere: the node is
     gone, or out of touch past its grace (fenced). `unknown` is not lost: its pods may run."""
     return not exists or state == "unusable"
+
+
+def nodes_to_release(loads: dict[str, int], count: int) -> list[str]:
+    """Which `count` of a shrinking pool's nodes go (`loads`: node name -> tasks running on it):
+    idle nodes first, then the least busy, ties by name, as Batch prefers idle nodes when
+    the target drops. Returned in name order."""
+    chosen = sorted(loads, key=lambda n: (loads[n], n))[:max(0, count)]
+    return sorted(chosen)
+
+
+def being_taken_back(node: dict | None, dedicated: bool) -> bool:
+    """Whether a low-priority node carries one of PREEMPTION_TAINTS."""
+    if dedicated or not node:
+        return False
+    return any(t.get("key") in PREEMPTION_TAINTS for t in (node.get("spec") or {}).get("taints") or [])

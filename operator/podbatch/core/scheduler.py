@@ -35,7 +35,14 @@ The pass, per pool (pools in key order, so the plan is deterministic):
    small tasks onto held nodes): the scheduler has no run-time estimates, so it cannot
    tell which small task would end before the gang could start. Since a gang is always
    placed whole within one pass, two competing gangs are never both partially started.
-5. Once the pool has no free slot left (or no ready node), the remaining tasks are only
+5. Resources: besides slots, a task's requests (CPU, memory, GPUs and other extended
+   resources, `TaskView.requests`) must fit what the node has left (`NodeView.
+   free_resources`: allocatable minus what the tasks bound there asked for); a node that
+   does not fit is passed over like a node that is full. A task no ready node could ever
+   hold (requests above every node's allocatable) waits with ResourcesExceedNode; one
+   that fits a node's allocatable but not what is left now waits with
+   WaitingForResources. Nodes whose resources are unknown (None) count slots only.
+6. Once the pool has no free slot left (or no ready node), the remaining tasks are only
    ranked, not placed: each gets a Pending with its queue position, O(1) per task.
 
 Queue positions are 1-based per pool, in the order the tasks would be placed (job
@@ -52,6 +59,8 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from podbatch.core.resources import show as show_amounts
+
 __all__ = [
     "NodeView", "PoolView", "JobView", "TaskView", "Snapshot",
     "Binding", "Pending", "Preemption", "Plan", "plan",
@@ -59,7 +68,7 @@ __all__ = [
     "HIGHER_PRIORITY_JOB_AHEAD", "MAX_PARALLEL_TASKS_REACHED",
     "REQUIRED_SLOTS_EXCEED_NODE", "WAITING_FOR_GANG_NODES", "NOT_ENOUGH_NODES",
     "POOL_NOT_FOUND", "WAITING_FOR_PREEMPTION", "JOB_PREPARATION_FAILED",
-    "PREEMPTED_FOR_JOB_MANAGER",
+    "PREEMPTED_FOR_JOB_MANAGER", "RESOURCES_EXCEED_NODE", "WAITING_FOR_RESOURCES",
 ]
 
 # Pending reasons (CamelCase, as they appear in a Task's status).
@@ -75,6 +84,8 @@ NOT_ENOUGH_NODES = "NotEnoughNodes"
 POOL_NOT_FOUND = "PoolNotFound"
 WAITING_FOR_PREEMPTION = "WaitingForPreemption"
 JOB_PREPARATION_FAILED = "JobPreparationFailed"
+RESOURCES_EXCEED_NODE = "ResourcesExceedNode"
+WAITING_FOR_RESOURCES = "WaitingForResources"
 # Preemption reason.
 PREEMPTED_FOR_JOB_MANAGER = "PreemptedForJobManager"
 
@@ -89,12 +100,17 @@ class NodeView:
     order: int = 0       # stable tie-break (creation order)
     # (task_key, job priority, slots) of running tasks, for job-manager preemption
     running_job_priorities: tuple[tuple[str, int, int], ...] = ()
+    # resources (see core/resources.py units) the node has left, and its allocatable; None: unknown
+    free_resources: Mapping[str, int] | None = None
+    allocatable: Mapping[str, int] | None = None
+    dedicated: bool = True       # false: a low-priority (spot) node
 
 
 @dataclass(frozen=True, slots=True)
 class PoolView:
     key: str
     fill_type: str = "spread"   # "spread" | "pack"
+    slots_per_node: int = 0     # taskSlotsPerNode: judges requiredSlots while the pool has no node yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,8 @@ class TaskView:
     is_job_manager: bool = False  # starts before other tasks of its job, may preempt lower-priority jobs' tasks
     run_exclusive: bool = False  # job manager with runExclusive: needs a whole node
     needs_prep_on: frozenset[str] | None = None  # unused by the scheduler
+    requests: tuple[tuple[str, int], ...] = ()   # (resource, amount) each instance asks of its node
+    dedicated_only: bool = False  # a job manager with allowLowPriorityNode false
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +210,7 @@ class _PoolPass:
         "pool", "jobs", "result", "spread", "all_nodes", "names", "free",
         "slots_total", "slots_used", "running", "held", "touched", "buckets", "live", "mask",
         "total_free", "max_slots", "position", "waiting_priority", "gang_holding",
-        "eligible_cache", "messages", "busy_message",
+        "eligible_cache", "messages", "busy_message", "res", "cap", "res_failed", "dedicated",
     )
 
     def __init__(self, pool: PoolView, nodes: list[NodeView], jobs: Mapping[str, JobView],
@@ -201,7 +219,7 @@ class _PoolPass:
         self.jobs = jobs
         self.result = result
         self.spread = pool.fill_type != "pack"
-        self.max_slots = max((n.slots_total for n in nodes), default=0)
+        self.max_slots = max((n.slots_total for n in nodes), default=pool.slots_per_node)
         ready = sorted((n for n in nodes if n.schedulable), key=lambda n: (n.order, n.name))
         self.all_nodes = ready
         # A node's index is its rank in (order, name): the heaps order by it directly.
@@ -210,6 +228,10 @@ class _PoolPass:
         self.slots_used = [n.slots_used for n in ready]
         self.running = [n.running_job_priorities for n in ready]
         self.free = [max(0, n.slots_total - n.slots_used) for n in ready]
+        self.res = [dict(n.free_resources) if n.free_resources is not None else None for n in ready]
+        self.cap = [n.allocatable for n in ready]
+        self.dedicated = [n.dedicated for n in ready]
+        self.res_failed: set[tuple] = set()    # (job or "", slots, requests) that found no node this pass
         self.held = bytearray(len(ready))      # withdrawn from the buckets (held or exclusive)
         self.touched = bytearray(len(ready))   # got a binding in this pass
         top = max(self.free, default=0)
@@ -248,8 +270,25 @@ class _PoolPass:
             self.mask &= ~(1 << f)
         self.total_free -= f
 
-    def _pop_best(self, need: int, blocked: frozenset[str] | None) -> int:
-        """Remove and return the preferred node with `need` free slots, or -1."""
+    def _fits(self, i: int, requests: tuple[tuple[str, int], ...]) -> bool:
+        free = self.res[i]
+        return free is None or all(free.get(name, 0) >= amount for name, amount in requests)
+
+    def _could_fit(self, i: int, requests: tuple[tuple[str, int], ...]) -> bool:
+        """Whether the node could ever hold the requests (its allocatable, not what is left)."""
+        cap = self.cap[i]
+        return cap is None or all(cap.get(name, 0) >= amount for name, amount in requests)
+
+    def _take(self, i: int, requests: tuple[tuple[str, int], ...]) -> None:
+        free = self.res[i]
+        if free is not None:
+            for name, amount in requests:
+                free[name] = free.get(name, 0) - amount
+
+    def _pop_best(self, need: int, blocked: frozenset[str] | None, requests: tuple[tuple[str, int], ...] = (),
+                  dedicated_only: bool = False) -> int:
+        """Remove and return the preferred node with `need` free slots (and room for
+        `requests`), or -1."""
         mask = self.mask
         if self.spread:
             f = mask.bit_length() - 1
@@ -269,7 +308,8 @@ class _PoolPass:
                 i = heapq.heappop(heap)
                 if held[i]:
                     continue                    # stale entry of a withdrawn node
-                if blocked is not None and names[i] in blocked:
+                if (blocked is not None and names[i] in blocked) or (requests and not self._fits(i, requests)) \
+                        or (dedicated_only and not self.dedicated[i]):
                     aside.append(i)
                     continue
                 found = i
@@ -302,7 +342,8 @@ class _PoolPass:
         self.position += 1
         self.result.pending[task.key] = Pending(reason, message, self.position)
 
-    def _wait_for_capacity(self, task: TaskView, job: JobView, message: str | None = None) -> None:
+    def _wait_for_capacity(self, task: TaskView, job: JobView, message: str | None = None,
+                           reason: str = ALL_SLOTS_BUSY) -> None:
         waiting = self.waiting_priority
         if waiting is not None and waiting > job.priority:
             key = (waiting, job.priority)
@@ -314,7 +355,7 @@ class _PoolPass:
             return
         if waiting is None or job.priority > waiting:
             self.waiting_priority = job.priority
-        self._queue(task, ALL_SLOTS_BUSY, message or self.busy_message)
+        self._queue(task, reason, message or self.busy_message)
 
     def _no_node_message(self) -> str:
         return f"no node of pool {self.pool.key} is ready (idle or running, scheduling enabled, start task done)"
@@ -340,6 +381,11 @@ class _PoolPass:
                     REQUIRED_SLOTS_EXCEED_NODE,
                     f"requires {task.required_slots} slots but nodes of pool {self.pool.key} "
                     f"have {self.max_slots} (taskSlotsPerNode)", 0)
+            elif task.requests and self.all_nodes and not any(self._could_fit(i, task.requests) for i in range(len(self.names))):
+                pending[task.key] = Pending(
+                    RESOURCES_EXCEED_NODE,
+                    f"requests {_show(task.requests)} per instance but no ready node of pool {self.pool.key} has that much "
+                    f"allocatable (largest: {self._largest(task.requests)}); lower spec.resources or use a pool of larger nodes", 0)
             elif job.key in prep_failed:
                 pending[task.key] = Pending(
                     JOB_PREPARATION_FAILED,
@@ -374,27 +420,32 @@ class _PoolPass:
         need = max(task.required_slots, 1)
         blocked = self._blocked(job)
         if task.run_exclusive:
-            node = self._find_empty_node(need, blocked)
+            node = self._find_empty_node(need, blocked, task.requests, task.dedicated_only)
             if node >= 0:
                 self._withdraw(node)
                 self.free[node] = 0
                 self.touched[node] = 1
+                self._take(node, task.requests)
                 self._bind(task, (node,), job, bound)
                 return
         else:
-            node = self._pop_best(need, blocked)
+            node = self._pop_best(need, blocked, task.requests, task.dedicated_only)
             if node >= 0:
                 self.free[node] -= need
                 self.touched[node] = 1
+                self._take(node, task.requests)
                 self._put(node)
                 self._bind(task, (node,), job, bound)
                 return
         self._preempt_for(task, job, need, blocked)
 
-    def _find_empty_node(self, need: int, blocked: frozenset[str] | None) -> int:
+    def _find_empty_node(self, need: int, blocked: frozenset[str] | None, requests: tuple = (),
+                         dedicated_only: bool = False) -> int:
         best, best_key = -1, None
         for i in range(len(self.names)):
             if self.held[i] or self.touched[i] or self.slots_used[i] or self.slots_total[i] < need:
+                continue
+            if (requests and not self._fits(i, requests)) or (dedicated_only and not self.dedicated[i]):
                 continue
             if blocked is not None and self.names[i] in blocked:
                 continue
@@ -410,7 +461,8 @@ class _PoolPass:
         for i in range(len(self.names)):
             if self.held[i] or self.touched[i] or self.slots_total[i] < need:
                 continue
-            if blocked is not None and self.names[i] in blocked:
+            if (blocked is not None and self.names[i] in blocked) or (task.dedicated_only and not self.dedicated[i]) \
+                    or not self._could_fit(i, task.requests):
                 continue
             running = self.running[i]
             if not running or any(prio >= job.priority for _, prio, _ in running):
@@ -496,7 +548,13 @@ class _PoolPass:
                     placed = True
                     break
                 blocked = job.prep_blocked_nodes or None
-                if blocked is None:
+                requests = task.requests
+                fail_key = (key if blocked is not None else "", need, requests)
+                if requests:
+                    node = -1 if fail_key in self.res_failed else self._pop_best(need, blocked, requests)
+                    if node < 0:
+                        self.res_failed.add(fail_key)
+                elif blocked is None:
                     node = self._pop_best(need, None)
                 elif single_failed.get(key, need + 1) <= need:
                     node = -1
@@ -507,9 +565,17 @@ class _PoolPass:
                 if node >= 0:
                     self.free[node] -= need
                     self.touched[node] = 1
+                    self._take(node, requests)
                     self._put(node)
                     self.result.bindings.append(Binding(task.key, (self.names[node],)))
                     bound[key] += 1
+                    placed = True
+                    break
+                if requests:
+                    self._wait_for_capacity(
+                        task, job, f"needs {need} free slot(s) and {_show(requests)} left on one node; no node of pool "
+                                   f"{self.pool.key} has that much left now (most: {self._most_left(requests)})",
+                        reason=WAITING_FOR_RESOURCES)
                     placed = True
                     break
                 self._wait_for_capacity(
@@ -531,7 +597,8 @@ class _PoolPass:
         if eligible is None:
             eligible = self.eligible_cache[(job.key, need)] = sum(
                 1 for i in range(len(self.names))
-                if self.slots_total[i] >= need and not (blocked is not None and self.names[i] in blocked))
+                if self.slots_total[i] >= need and not (blocked is not None and self.names[i] in blocked)
+                and self._could_fit(i, task.requests))
         if eligible < instances:
             self._queue(task, NOT_ENOUGH_NODES,
                         f"needs {instances} distinct nodes with {need} slots; pool {self.pool.key} "
@@ -540,7 +607,7 @@ class _PoolPass:
         if self.total_free and gang_failed.get((job.key, need), instances + 1) > instances:
             chosen: list[int] = []
             while len(chosen) < instances:
-                node = self._pop_best(need, blocked)
+                node = self._pop_best(need, blocked, task.requests)
                 if node < 0:
                     break
                 chosen.append(node)
@@ -548,6 +615,7 @@ class _PoolPass:
                 for node in chosen:
                     self.free[node] -= need
                     self.touched[node] = 1
+                    self._take(node, task.requests)
                     self._put(node)
                 self._bind(task, tuple(chosen), job, bound)
                 return True
@@ -557,7 +625,7 @@ class _PoolPass:
         if self.waiting_priority is None or job.priority > self.waiting_priority:
             self.waiting_priority = job.priority
         if self.gang_holding is None:
-            held = self._hold_for_gang(instances, need, blocked)
+            held = self._hold_for_gang(instances, need, blocked, task.requests)
             self.gang_holding = task.key
             self.result.reserved[task.key] = held
             self._queue(task, WAITING_FOR_GANG_NODES,
@@ -569,13 +637,27 @@ class _PoolPass:
                         f"gang {self.gang_holding} ahead of it holds nodes first")
         return False
 
-    def _hold_for_gang(self, instances: int, need: int, blocked: frozenset[str] | None) -> tuple[str, ...]:
+    def _hold_for_gang(self, instances: int, need: int, blocked: frozenset[str] | None,
+                       requests: tuple = ()) -> tuple[str, ...]:
         candidates = [
             (-self.free[i], i) for i in range(len(self.names))
-            if not self.held[i] and self.slots_total[i] >= need
+            if not self.held[i] and self.slots_total[i] >= need and self._could_fit(i, requests)
             and not (blocked is not None and self.names[i] in blocked)
         ]
         held = [i for _, i in heapq.nsmallest(instances, candidates)]
         for i in held:
             self._withdraw(i)
         return tuple(self.names[i] for i in held)
+
+    def _largest(self, requests: tuple[tuple[str, int], ...]) -> str:
+        """The most allocatable of each requested resource on one ready node of the pool."""
+        return _show(tuple((name, max(((self.cap[i] or {}).get(name, 0) for i in range(len(self.names))), default=0))
+                           for name, _ in requests))
+
+    def _most_left(self, requests: tuple[tuple[str, int], ...]) -> str:
+        return _show(tuple((name, max(((self.res[i] or {}).get(name, 0) for i in range(len(self.names))
+                                       if not self.held[i]), default=0)) for name, _ in requests))
+
+
+def _show(requests: tuple[tuple[str, int], ...]) -> str:
+    return show_amounts(dict(requests))

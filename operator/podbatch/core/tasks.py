@@ -9,12 +9,20 @@ uses up `maxTaskRetryCount`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from podbatch.core import files, naming
 
 ACTIVE, PREPARING, RUNNING, COMPLETED = "active", "preparing", "running", "completed"
 REQUEUE_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError", "NodeAffinity", "OutOfpods", "Preempting"}
+
+
+def requeue_reason(reason: str) -> bool:
+    """A pod failure that is not the task's doing: evicted, its node went away, or the kubelet
+    turned it away at admission (OutOfcpu, OutOfmemory, OutOf<extended resource> …). The
+    task is requeued without using a retry."""
+    return reason in REQUEUE_REASONS or reason.startswith("OutOf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,8 @@ class PodView:
     host_list: str = ""                          # the gang's host list, once podbatch published it
     preprocessing_failure: dict | None = None   # failureInfo of a failed resource-file download
     upload_error: str = ""                      # why an output-file upload failed
+    unschedulable: str = ""                     # kube-scheduler's message while it cannot place the pod
+    unschedulable_since: float | None = None    # since when (epoch seconds)
 
 
 def pod_view(pod: dict) -> PodView:
@@ -55,13 +65,25 @@ def pod_view(pod: dict) -> PodView:
             started, finished = t.get("startedAt"), t.get("finishedAt")
         elif "running" in state:
             started = state["running"].get("startedAt")
+    unsched = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+                    and c.get("status") == "False"), None) or {}
     return PodView(name=pod["metadata"]["name"], phase=status.get("phase", "Pending"), reason=status.get("reason", ""),
                    message=status.get("message", ""), exit_code=exit_code, container_reason=creason,
                    started_at=started or status.get("startTime"), finished_at=finished,
                    deleting=bool(pod["metadata"].get("deletionTimestamp")), host_ip=status.get("hostIP", ""),
                    pod_ip=status.get("podIP") or "", node_name=(pod.get("spec") or {}).get("nodeName") or "",
                    host_list=(pod["metadata"].get("annotations") or {}).get(naming.ANNOTATION_HOST_LIST, ""),
-                   preprocessing_failure=pre, upload_error=upload)
+                   preprocessing_failure=pre, upload_error=upload, unschedulable=unsched.get("message") or "",
+                   unschedulable_since=_epoch(unsched.get("lastTransitionTime")))
+
+
+def _epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -114,7 +136,7 @@ def dependency_action(task_spec: dict, status: dict) -> str:
     if code in PREPROCESSING_CODES:
         opts = exit_options(task_spec, exit_code=None, kind="preProcessingError")
     elif code == "FileUploadError":
-        opts = exit_options(task_spec, exit_code=None, kind="fileUploadError")
+        opts = _upload_error_options(task_spec, info.get("exitCode"))
     else:
         opts = exit_options(task_spec, exit_code=info.get("exitCode"))
     return opts.get("dependencyAction", "block")
@@ -189,7 +211,7 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
         return out
     if pod.deleting and pod.phase not in ("Succeeded", "Failed"):
         return out   # wait until it is gone, so two attempts never run at once
-    if pod.phase == "Failed" and pod.preprocessing_failure and pod.reason not in REQUEUE_REASONS:
+    if pod.phase == "Failed" and pod.preprocessing_failure and not requeue_reason(pod.reason):
         # Batch: a resource file that cannot be downloaded is a preprocessing error; no retry
         failure = pod.preprocessing_failure
         out.status = complete(status, now=now, exit_code=None, result="failure", failure=failure)
@@ -204,7 +226,7 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
                               failure=failure, started=pod.started_at)
         out.event = ("Warning", "TaskFileUploadFailed", failure["message"])
         out.completed = True
-        out.job_action = exit_options(task_spec, exit_code=None, kind="fileUploadError").get("jobAction")
+        out.job_action = _upload_error_options(task_spec, pod.exit_code or 0).get("jobAction")
         return out
     if pod.phase == "Succeeded":
         out.status = complete(status, now=pod.finished_at or now, exit_code=pod.exit_code or 0,
@@ -212,7 +234,7 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
         out.completed = True
         return out
     # Failed
-    if pod.reason in REQUEUE_REASONS:
+    if requeue_reason(pod.reason):
         out.status = new_attempt(status, now=now, kind="requeue", reason=f"pod {pod.reason}: {pod.message}".strip(": "))
         out.event = ("Warning", "TaskRequeued", f"attempt {status.get('attempt')} pod {pod.reason}; requeued")
         return out
@@ -242,11 +264,17 @@ def observe_attempt(*, task_spec: dict, job_spec: dict, status: dict, pod: PodVi
                           started=pod.started_at)
     out.event = ("Warning", "TaskFailed", message)
     out.completed = True
-    out.job_action = exit_options(task_spec, exit_code=code).get("jobAction")
-    if pod.upload_error and not _explicit_exit_code(task_spec, code):
-        # Batch: an exit code named in exitCodes/exitCodeRanges takes precedence over fileUploadError
-        out.job_action = exit_options(task_spec, exit_code=None, kind="fileUploadError").get("jobAction")
+    opts = _upload_error_options(task_spec, code) if pod.upload_error else exit_options(task_spec, exit_code=code)
+    out.job_action = opts.get("jobAction")
     return out
+
+
+def _upload_error_options(task_spec: dict, code: int | None) -> dict:
+    """Batch: an exit code named in exitCodes/exitCodeRanges takes precedence over
+    fileUploadError, exit code 0 included."""
+    if _explicit_exit_code(task_spec, code):
+        return exit_options(task_spec, exit_code=code)
+    return exit_options(task_spec, exit_code=None, kind="fileUploadError")
 
 
 def _explicit_exit_code(task_spec: dict, code: int | None) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from podbatch.nodegroups.clusterapi import ClusterApiProvider
+from podbatch.nodegroups.autoscaler import AutoscalerProvider
 from podbatch.nodegroups.kwok import KwokProvider
 from podbatch.nodegroups.static import StaticProvider
 
@@ -20,10 +22,15 @@ class NodeGroupProvider(Protocol):
         """Give one node back (delete it, or remove podbatch's labels and taints)."""
 
 
-def provider_for(pool: dict, kube) -> NodeGroupProvider:
+def provider_for(pool: dict, kube, settings=None) -> NodeGroupProvider:
     kind = ((pool["spec"].get("nodeGroup") or {}).get("provider")) or "kwok"
+    if kind == "autoscaler":
+        return AutoscalerProvider(kube, image=getattr(settings, "placeholder_image", "registry.k8s.io/pause:3.9"),
+                                  priority_class=getattr(settings, "placeholder_priority_class", "") or None)
     if kind == "static":
         return StaticProvider(kube)
     if kind == "kwok":
         return KwokProvider(kube)
-    raise NotImplementedError(f"node-group provider {kind!r} is not implemented yet (clusterapi comes later)")
+    if kind == "clusterapi":
+        return ClusterApiProvider(kube)
+    raise NotImplementedError(f"node-group provider {kind!r} is not implemented")

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""A fake cluster-autoscaler for tests: unschedulable pods -> simulated Nodes, and back.
+
+It plays cluster-autoscaler's part just enough for podbatch's `autoscaler` provider, on
+node groups given on the command line (`--node-group NAME:LABEL=VALUE[,LABEL=VALUE…]:MAX`):
+
+* scale-up: a pod that kube-scheduler marked Unschedulable, whose nodeSelector a group's
+  labels satisfy and which tolerates the simulated nodes' taint (`kwok.x-k8s.io/node`),
+  gets a new Node of that group `--provision-delay` seconds later (the node simulator
+  runs it: `kwok.x-k8s.io/node: fake`); at most one Node per pod (placeholders keep one
+  per node with anti-affinity), and never more than the group's MAX. Events as the real
+  one posts: TriggeredScaleUp, or NotTriggerScaleUp with the reason, on the pod;
+* scale-down: a Node of a group with no running pod on it and without the annotation
+  `cluster-autoscaler.kubernetes.io/scale-down-disabled: "true"` for `--unneeded`
+  seconds is deleted (Event ScaleDown);
+* `--fail-group NAME` makes a group's scale-ups fail (Event FailedToScaleUpGroup), as a
+  cloud out of capacity would.
+
+It polls every `--interval` seconds. Usage:
+  python hack/fakeca.py [--kubeconfig PATH] --node-group spot:pool=gpu,capacity=spot:4 \
+      [--provision-delay 1] [--unneeded 5] [--fail-group NAME]   (see docs/nodesim.md)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nodesim import ApiError, Kube  # noqa: E402
+
+log = logging.getLogger("fakeca")
+GROUP_LABEL = "sim.podbatch.io/node-group"
+SIM_TAINT = "kwok.x-k8s.io/node"
+KEEP = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+
+
+@dataclass
+class NodeGroup:
+    name: str
+    labels: dict[str, str]
+    max_size: int
+    failing: bool = False
+    asked: dict[str, float] = field(default_factory=dict)   # pod uid -> when its node was asked for
+
+    @classmethod
+    def parse(cls, text: str) -> "NodeGroup":
+        name, labels, size = text.split(":")
+        return cls(name, dict(kv.split("=", 1) for kv in labels.split(",") if kv), int(size))
+
+    def serves(self, pod: dict) -> bool:
+        spec = pod.get("spec") or {}
+        if not spec.get("nodeSelector"):
+            return False   # (a test cluster's other pods never ask this group for nodes)
+        if any(self.labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            return False
+        return any(t.get("operator") == "Exists" and not t.get("key") or t.get("key") == SIM_TAINT
+                   for t in spec.get("tolerations") or [])
+
+
+def _unschedulable(pod: dict) -> bool:
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _since(ts: str | None) -> float:
+    try:
+        return calendar.timegm(time.strptime(ts or "", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return time.time()
+
+
+class FakeClusterAutoscaler:
+    def __init__(self, kube: Kube, groups: list[NodeGroup], interval: float = 0.5, provision_delay: float = 1.0,
+                 unneeded: float = 5.0) -> None:
+        self.kube, self.groups, self.interval, self.delay, self.unneeded = kube, groups, interval, provision_delay, unneeded
+        self.empty_since: dict[str, float] = {}
+        self.serial = int(time.time()) % 100000
+
+    async def _event(self, obj: dict, reason: str, message: str, etype: str = "Normal") -> None:
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        body = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{meta['name']}.", "namespace": ns},
+                "involvedObject": {"kind": obj.get("kind", "Pod"), "name": meta["name"], "namespace": meta.get("namespace", ""),
+                                   "uid": meta.get("uid"), "apiVersion": "v1"},
+                "reason": reason, "message": message, "type": etype, "source": {"component": "cluster-autoscaler"},
+                "firstTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "lastTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "count": 1}
+        try:
+            await self.kube.request("POST", f"/api/v1/namespaces/{ns}/events", body=body)
+        except ApiError as e:
+            log.debug("event not posted: %s", e)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        log.info("fake cluster-autoscaler: groups %s", ", ".join(f"{g.name}{g.labels} max {g.max_size}" for g in self.groups))
+        while not stopping.is_set():
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - log and try again on the next round
+                log.warning("fake cluster-autoscaler: %s: %s", type(e).__name__, e)
+            try:
+                await asyncio.wait_for(stopping.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def reconcile(self) -> None:
+        pods = (await self.kube.request("GET", "/api/v1/pods", [("fieldSelector", "status.phase=Pending")]))["items"]
+        nodes = (await self.kube.request("GET", "/api/v1/nodes", [("labelSelector", GROUP_LABEL)]))["items"]
+        now = time.time()
+        waiting = {p["metadata"]["uid"]: p for p in pods if not (p.get("spec") or {}).get("nodeName") and _unschedulable(p)}
+        for group in self.groups:
+            mine = [n for n in nodes if (n["metadata"].get("labels") or {}).get(GROUP_LABEL) == group.name]
+            # pods that got a node, or went: no longer asking
+            for uid in [u for u in group.asked if u not in waiting]:
+                del group.asked[uid]
+            for uid, pod in waiting.items():
+                if uid in group.asked or not group.serves(pod):
+                    continue
+                if group.failing:
+                    await self._event(pod, "NotTriggerScaleUp", f"pod didn't trigger scale-up: 1 {group.name}: "
+                                      "failed to increase node group size (out of capacity)", "Warning")
+                    continue
+                if len(mine) + sum(1 for t in group.asked.values() if t > 0) >= group.max_size:
+                    await self._event(pod, "NotTriggerScaleUp", f"pod didn't trigger scale-up: 1 max node group size "
+                                      f"reached ({group.name}, max {group.max_size})")
+                    group.asked[uid] = 0.0   # not counted: asks again once there is room
+                    continue
+                group.asked[uid] = now
+                await self._event(pod, "TriggeredScaleUp", f"pod triggered scale-up: [{{{group.name} {len(mine)}->"
+                                  f"{len(mine) + 1} (max: {group.max_size})}}]")
+            for uid, asked in list(group.asked.items()):
+                if asked > 0 and now - asked >= self.delay:
+                    await self._add_node(group)
+                    group.asked[uid] = -1.0   # served; kept until the pod is bound so it is not served twice
+                elif asked == 0.0 and len(mine) < group.max_size:
+                    del group.asked[uid]
+            await self._scale_down(mine, now)
+
+    async def _add_node(self, group: NodeGroup) -> None:
+        self.serial += 1
+        name = f"fakeca-{group.name}-{self.serial}"
+        body = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {**group.labels, GROUP_LABEL: group.name, "kubernetes.io/hostname": name},
+                             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+                "spec": {"taints": [{"key": SIM_TAINT, "value": "fake", "effect": "NoSchedule"}]},
+                "status": {"capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                           "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"}}}
+        await self.kube.request("POST", "/api/v1/nodes", body=body)
+        log.info("group %s: added node %s", group.name, name)
+
+    async def _scale_down(self, mine: list[dict], now: float) -> None:
+        for node in mine:
+            name = node["metadata"]["name"]
+            if (node["metadata"].get("annotations") or {}).get(KEEP) == "true" or node["metadata"].get("deletionTimestamp"):
+                self.empty_since.pop(name, None)
+                continue
+            running = (await self.kube.request("GET", "/api/v1/pods", [("fieldSelector", f"spec.nodeName={name}")]))["items"]
+            if any((p.get("status") or {}).get("phase") in ("Pending", "Running") and not p["metadata"].get("deletionTimestamp")
+                   for p in running):
+                self.empty_since.pop(name, None)
+                continue
+            first = self.empty_since.setdefault(name, now)
+            if now - first >= self.unneeded:
+                log.info("node %s unneeded for %.0fs: removing it", name, now - first)
+                await self._event({**node, "kind": "Node"}, "ScaleDown", f"node removed by cluster autoscaler (unneeded "
+                                  f"for {now - first:.0f}s)")
+                try:
+                    await self.kube.request("DELETE", f"/api/v1/nodes/{name}")
+                except ApiError as e:
+                    if e.status != 404:
+                        raise
+                self.empty_since.pop(name, None)
+
+
+async def amain(args: argparse.Namespace) -> int:
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio import config as k8s_config
+    cfg = k8s_client.Configuration()
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    api = k8s_client.ApiClient(cfg)
+    groups = [NodeGroup.parse(g) for g in args.node_group]
+    for g in groups:
+        g.failing = g.name in (args.fail_group or [])
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await FakeClusterAutoscaler(Kube(api), groups, args.interval, args.provision_delay, args.unneeded).run(stopping)
+    finally:
+        await api.close()
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(description="fake cluster-autoscaler: unschedulable pods -> simulated Nodes")
+    ap.add_argument("--kubeconfig", default=None, help="kubeconfig path (default $KUBECONFIG, else in-cluster)")
+    ap.add_argument("--node-group", action="append", default=[], help="NAME:LABEL=VALUE[,LABEL=VALUE...]:MAX")
+    ap.add_argument("--fail-group", action="append", help="a group whose scale-ups fail")
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between rounds")
+    ap.add_argument("--provision-delay", type=float, default=1.0, help="seconds from a scale-up to its Node")
+    ap.add_argument("--unneeded", type=float, default=5.0, help="seconds a node stays empty before it is removed")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

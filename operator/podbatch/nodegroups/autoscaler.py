@@ -1,0 +1,134 @@
+"""autoscaler: grow a pool through the cluster's own autoscaler (cluster-autoscaler,
+Karpenter, GKE node auto-provisioning, EKS Auto Mode), with no cloud credentials.
+
+For each node the pool still lacks, a pending *placeholder* pod asks for one node of the
+pool's shape (`nodeGroup.autoscaler.nodeSelector`, tolerations, optional requests; a
+required anti-affinity keeps two placeholders of a pool off one node). The autoscaler
+sees unschedulable pods and adds nodes; when a placeholder is bound to a new Node,
+podbatch adopts that Node for the pool (label, taint, "do not scale down" annotations) and
+deletes the placeholder. All missing nodes are asked for at once, so a gang's nodes come
+together. Releasing a node takes podbatch's label, taint and annotations off: it is then
+an empty node the autoscaler removes on its own (scale-down-unneeded-time,
+consolidation). Placeholders are owned by the Pool and go with it.
+"""
+from __future__ import annotations
+
+from podbatch.core import naming
+from podbatch.core.durations import seconds
+from podbatch.controllers import clock
+
+ROLE = "placeholder"
+KIND_LABEL = f"{naming.GROUP}/placeholder-for"       # dedicated | lowpriority
+# the autoscalers' own "leave this node alone" marks, set while a node belongs to a pool
+KEEP_ANNOTATIONS = {"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true", "karpenter.sh/do-not-disrupt": "true"}
+PENDING_REPORT_AFTER = 60.0
+
+
+def _config(pool: dict) -> dict:
+    return (pool["spec"].get("nodeGroup") or {}).get("autoscaler") or {}
+
+
+def placeholder_name(pool: str, kind: str, index: int) -> str:
+    return naming.label_value(f"{pool}-{'spot' if kind == 'lowpriority' else 'node'}-wanted-{index}")
+
+
+def placeholder_pod(pool: dict, kind: str, index: int, image: str, priority_class: str | None) -> dict:
+    """A pod that asks the cluster's autoscaler for one node of the pool's shape."""
+    cfg = _config(pool)
+    ns, name = pool["metadata"]["namespace"], pool["metadata"]["name"]
+    selector = cfg.get("lowPriorityNodeSelector") if kind == "lowpriority" else cfg.get("nodeSelector")
+    labels = {naming.LABEL_ROLE: ROLE, naming.LABEL_POOL: naming.label_value(name), KIND_LABEL: kind}
+    container = {"name": "placeholder", "image": image, "imagePullPolicy": "IfNotPresent",
+                 "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 65535}}
+    if cfg.get("resources"):
+        container["resources"] = {k: {rk: str(rv) for rk, rv in v.items()} for k, v in cfg["resources"].items() if v}
+    spec = {"nodeSelector": dict(selector or {}), "tolerations": list(cfg.get("tolerations") or []),
+            "containers": [container], "restartPolicy": "Always", "automountServiceAccountToken": False,
+            "enableServiceLinks": False, "terminationGracePeriodSeconds": 0,
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {naming.LABEL_ROLE: ROLE, naming.LABEL_POOL: naming.label_value(name)}},
+                "topologyKey": "kubernetes.io/hostname"}]}}}
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": placeholder_name(name, kind, index), "namespace": ns, "labels": labels,
+                         # not evicted by a scale-down while it waits to be adopted
+                         "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+                                         "karpenter.sh/do-not-disrupt": "true"},
+                         "ownerReferences": [{"apiVersion": pool.get("apiVersion", "podbatch.io/v1alpha1"), "kind": "Pool",
+                                              "name": name, "uid": pool["metadata"]["uid"], "controller": True}]},
+            "spec": spec}
+
+
+def _without_our_taint(node: dict) -> list[dict]:
+    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != naming.TAINT_POOL]
+
+
+class AutoscalerProvider:
+    """The executor is `kube`; its store holds the placeholders (podbatch's pods are watched)."""
+
+    def __init__(self, kube, image: str = "registry.k8s.io/pause:3.9", priority_class: str | None = None) -> None:
+        self.kube, self.image, self.priority_class = kube, image, priority_class
+
+    settles = True   # called every pass, also when no node is missing: surplus placeholders go
+
+    def _placeholders(self, pool: dict) -> dict[str, list]:
+        ns, name = pool["metadata"]["namespace"], naming.label_value(pool["metadata"]["name"])
+        out: dict[str, list] = {"dedicated": [], "lowpriority": []}
+        for k in self.kube.store.placeholders.get(f"{ns}/{name}", ()):
+            rec = self.kube.store.pods.get(k)
+            if rec is not None and not rec.view.deleting:
+                out.setdefault(rec.labels.get(KIND_LABEL, "dedicated"), []).append((k.split("/", 1)[1], rec))
+        return out
+
+    async def grow(self, pool, members, count, all_nodes, low_priority) -> list[str]:
+        """Adopt the nodes placeholders were bound to, then keep exactly one placeholder per
+        node still missing (count may be 0: surplus placeholders go)."""
+        ns, name = pool["metadata"]["namespace"], pool["metadata"]["name"]
+        value = naming.pool_node_label(ns, name)
+        dedicated_now = sum(1 for m in members if naming.LABEL_LOW_PRIORITY not in (m["metadata"].get("labels") or {}))
+        want_d = max(0, int(pool["spec"].get("targetDedicatedNodes", 0)) - dedicated_now)
+        want = {"dedicated": min(count, want_d), "lowpriority": max(0, count - min(count, want_d))}
+        if not _config(pool).get("lowPriorityNodeSelector"):
+            want = {"dedicated": count, "lowpriority": 0}
+        errors, waiting = [], []
+        for kind, holders in self._placeholders(pool).items():
+            pending = []
+            for pod_name, rec in sorted(holders):
+                node = all_nodes.get(rec.view.node_name) if rec.view.node_name else None
+                if node is not None and want[kind] > 0 and naming.LABEL_POOL not in (node["metadata"].get("labels") or {}):
+                    labels = {naming.LABEL_POOL: value, naming.LABEL_LOW_PRIORITY: "true" if kind == "lowpriority" else None}
+                    await self.kube.patch_node(node["metadata"]["name"], {
+                        "metadata": {"labels": labels, "annotations": dict(KEEP_ANNOTATIONS)},
+                        "spec": {"taints": _without_our_taint(node) + [{"key": naming.TAINT_POOL, "value": value,
+                                                                          "effect": "NoSchedule"}]}})
+                    want[kind] -= 1
+                    await self.kube.delete_pod(ns, pod_name, grace=0)
+                elif rec.view.node_name:
+                    await self.kube.delete_pod(ns, pod_name, grace=0)   # bound to a node another pool took
+                else:
+                    pending.append((pod_name, rec))
+            for pod_name, _ in pending[want[kind]:]:
+                await self.kube.delete_pod(ns, pod_name, grace=0)      # no longer needed
+            taken = {p for p, _ in pending}
+            index = 0
+            for _ in range(want[kind] - len(pending)):
+                while placeholder_name(name, kind, index) in taken:
+                    index += 1
+                taken.add(placeholder_name(name, kind, index))
+                await self.kube.create_pod(placeholder_pod(pool, kind, index, self.image, self.priority_class))
+            waiting += [rec for _, rec in pending[:want[kind]]]
+        stuck = [r for r in waiting if r.view.unschedulable_since and clock.time() - r.view.unschedulable_since > PENDING_REPORT_AFTER]
+        if stuck:
+            limit = seconds(pool["spec"].get("resizeTimeout")) or 900
+            errors.append(f"{len(stuck)} node(s) asked of the cluster's autoscaler not there yet (placeholder pods unschedulable "
+                          f"for up to {max(clock.time() - r.view.unschedulable_since for r in stuck):.0f}s of resizeTimeout "
+                          f"{limit:.0f}s): {stuck[0].view.unschedulable[:300]}")
+        return errors
+
+    async def release(self, pool, node) -> None:
+        """Hand the node back to the autoscaler: an empty node it will remove."""
+        await self.kube.patch_node(node["metadata"]["name"], {
+            "metadata": {"labels": {naming.LABEL_POOL: None, naming.LABEL_LOW_PRIORITY: None},
+                         "annotations": dict.fromkeys(KEEP_ANNOTATIONS)},
+            "spec": {"taints": _without_our_taint(node) or None}})
