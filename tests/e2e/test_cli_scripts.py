@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,23 @@ def test_a_terminate_reason_reaches_the_jobs_status(operator, objects, kubeconfi
     st = wait_for("the job completed", lambda: (lambda s: s if s.get("state") == "completed" else None)(
         objects.status("Job", "rj")), 60)
     assert st["executionInfo"]["terminateReason"] == "superseded by rj-2"
+
+
+def test_pool_evaluate_answers_on_the_pools_samples_and_applies_nothing(operator, objects, kubeconfig, namespace):
+    from kit import wait_for
+    objects.create({"kind": "Pool", "metadata": {"name": "ev"}, "spec": {
+        "nodeGroup": {"provider": "kwok"}, "enableAutoScale": True, "autoScaleEvaluationInterval": "PT1H",
+        "autoScaleFormula": "$TargetDedicatedNodes = 1;"}})
+    objects.create(job("evj", "ev"))
+    for i in range(3):
+        objects.create(task(f"e{i}", "evj", annotations=sim(60), requiredSlots=1))
+    wait_for("the pool at its formula's size", lambda: objects.status("Pool", "ev").get("currentDedicatedNodes") == 1, 60)
+    tried = podbatch(kubeconfig, namespace, "pool", "evaluate", "ev", "--formula",
+                     "p = max($PendingTasks.GetSample(1)); $TargetDedicatedNodes = p * 2;")
+    assert tried.returncode == 0, tried.stderr
+    rows = dict(line.split(None, 1) for line in tried.stdout.splitlines())
+    assert rows["$p"] == "3" and rows["$TargetDedicatedNodes"] == "6", tried.stdout
+    time.sleep(3)
+    assert objects.status("Pool", "ev").get("currentDedicatedNodes") == 1   # nothing applied
+    bad = podbatch(kubeconfig, namespace, "pool", "evaluate", "ev", "--formula", "$TargetDedicatedNodes = avrg(1);")
+    assert bad.returncode == 1 and "avrg" in bad.stdout, (bad.stdout, bad.stderr)

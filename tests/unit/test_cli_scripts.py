@@ -231,7 +231,7 @@ def names(kind, connection):
 
 @pytest.mark.parametrize("words,expected,directive", [
     ([""], ["apply", "validate", "status", "watch", "tasks", "logs", "pools", "nodes", "jobs", "schedules",
-            "node", "job", "task", "files", "import", "version", "completion"], 4),
+            "node", "job", "task", "files", "pool", "import", "version", "completion"], 4),
     (["no"], ["nodes", "node"], 4),
     (["node", ""], ["reboot", "reimage", "remove", "disable", "enable", "files"], 4),
     (["node", "reboot", "p-1", "--option", "re"], ["requeue", "retaineddata"], 4),

@@ -283,6 +283,14 @@ class AutoScaleRun(StatusModel):
     """Why it failed (the pool then keeps its size)."""
 
 
+class AutoScaleEvaluation(AutoScaleRun):
+    """The answer to a formula evaluated on request (Batch's evaluateAutoScale, `kubectl
+    podbatch pool evaluate`): nothing of it is applied."""
+
+    id: Optional[str] = None
+    """The id of the request (annotation podbatch.io/evaluate) this answers."""
+
+
 class PoolStatus(StatusModel):
     """The pool's size and nodes, written by podbatch."""
 
@@ -302,6 +310,9 @@ class PoolStatus(StatusModel):
     AllocationTimedOut, NotGranted, ProviderNotImplemented."""
     auto_scale_run: Optional[AutoScaleRun] = None
     """The last autoscale evaluation."""
+    auto_scale_evaluation: Optional[AutoScaleEvaluation] = None
+    """The last formula evaluated on request, without applying it (annotation
+    podbatch.io/evaluate: `{"id": …, "formula": …}`; `kubectl podbatch pool evaluate`)."""
     conditions: Optional[list[Condition]] = conditions_field()
     observed_generation: Optional[int] = None
     """The metadata.generation last acted on."""

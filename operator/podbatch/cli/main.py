@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     from podbatch.cli import files
     files.add_commands(cmd, sub, nsub)
 
+    # `pool evaluate POOL`: Batch's evaluateAutoScale (cli/evaluate.py)
+    from podbatch.cli import evaluate
+    evaluate.add_commands(cmd, sub)
+
     # `import FILE.json`: Azure Batch JSON to podbatch objects (cli/importer.py)
     im = cmd("import", "convert Azure Batch pool, job, task or job-schedule JSON (REST, az batch, templates) "
                        "to podbatch objects: print them, or --apply; fields without an equivalent go to stderr")

@@ -24,6 +24,7 @@ from podbatch import metrics
 from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
 from podbatch.controllers import clock, sync
+from podbatch.controllers.autoscaling import Autoscaling
 from podbatch.controllers.executor import Conflict, Executor, NotLeader
 from podbatch.controllers.jobs import Jobs
 from podbatch.controllers.nodes import Nodes
@@ -38,7 +39,7 @@ from podbatch.core import autoscale
 log = logging.getLogger("podbatch.engine")
 
 
-class Engine(Pools, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
+class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
     def __init__(self, store: Store, kube, settings: Settings) -> None:
         self.store, self.kube, self.settings = store, kube, settings
         self.ex = Executor(kube, store)

@@ -10,9 +10,8 @@ from podbatch.controllers import clock
 from podbatch.controllers.status import CLEANUP_STUCK, body_key, changed_keys, merged_conditions, node_ready, now_iso, parse_time
 from podbatch.controllers.executor import Conflict, NotLeader
 from podbatch.controllers.store import key
-from podbatch.core import autoscale, conditions
-from podbatch.core import jobs as jobcore
-from podbatch.core import naming, pods, removals, resources, tenancy
+from podbatch.core import conditions
+from podbatch.core import naming, pods, removals, tenancy
 from podbatch.core.durations import seconds
 from podbatch.core.nodes import nodes_to_release
 from podbatch.nodegroups import provider_for
@@ -142,6 +141,9 @@ class Pools:
                "nodeCounts": counts, "resizeErrors": errors or None, "observedGeneration": meta.get("generation")}
         if auto_run:
             new["autoScaleRun"] = auto_run
+        evaluation = self.evaluation_request(pool, members)
+        if evaluation is not None:
+            new["autoScaleEvaluation"] = evaluation
         conds = merged_conditions(status.get("conditions"), conditions.pool_conditions(
             invalid=None, deleting=deleting, allocation_state=alloc, target=target, current=len(members), node_counts=counts,
             resize_error=errors[0] if errors else None, autoscale_error=(auto_run or {}).get("error"))
@@ -176,116 +178,6 @@ class Pools:
         if old.get("message") != grant.refusal:
             plan.append(A.Event(pool, "Warning", tenancy.REASON_NOT_GRANTED, grant.refusal))
         return [conditions.Cond("Granted", False, tenancy.REASON_NOT_GRANTED, grant.refusal)]
-
-    SAMPLE_KEEP = 24 * 3600.0
-
-    def _sample_pool(self, pk: str, members: list[dict]) -> None:
-        """Batch's service-defined metrics of a pool, one sample every 30 s, kept 24 h in memory."""
-        samples = self._samples.setdefault(pk, {})
-        now = clock.time()
-        last = samples.get("$ActiveTasks")
-        if last and now - last[-1].time < self.settings.autoscale_sample_seconds:
-            return
-        values = self.pool_demand(pk, members)
-        for metric, v in values.items():
-            series = samples.setdefault(metric, [])
-            series.append(autoscale.Sample(time=now, value=float(v)))
-            while series and now - series[0].time > self.SAMPLE_KEEP:
-                series.pop(0)
-
-    def pool_demand(self, pk: str, members: list[dict]) -> dict[str, int]:
-        """The pool's task metrics as Batch counts them. $ActiveTasks: tasks ready to run (their
-        dependencies met, their job enabled) that are not running, each multi-instance task
-        counted by its instances; a task that can never fit the pool's nodes (more slots than
-        taskSlotsPerNode, or requests above a node's allocatable) is not demand: adding nodes
-        would not run it (its pending reason says why). $RunningTasks: instances preparing or
-        running on the pool's nodes. $PendingTasks = active + running. The *TaskSlots variables
-        count the same in task slots."""
-        ns, name = pk.split("/", 1)
-        pool = self.store.pools.get(pk) or {"spec": {}}
-        slots_per_node = int(pool["spec"].get("taskSlotsPerNode", 1))
-        node_size = self._node_allocatable(pool, members)
-        ready, jobs, _ = self._ready_tasks_by_pool({pk})
-        active = active_slots = 0
-        for tv in ready.get(pk, []):
-            job = jobs.get(tv.job)
-            if job is None or not job.enabled or tv.required_slots > slots_per_node:
-                continue
-            if tv.requests and node_size is not None and not resources.fits(dict(tv.requests), node_size):
-                continue
-            active += tv.instances
-            active_slots += tv.instances * tv.required_slots
-        running = running_slots = 0
-        for c in self.store.cnodes_of(pk):
-            for tk in self.store.inflight.get(body_key(c), ()):
-                t = self.store.tasks.get(tk)
-                if t:
-                    running += 1
-                    running_slots += int(t["spec"].get("requiredSlots", 1))
-        done = dict.fromkeys(("succeeded", "failed"), 0)
-        for j in self.store.jobs.values():
-            if j["metadata"]["namespace"] == ns and jobcore.pool_id_of(j) == name:
-                counts = (j.get("status") or {}).get("taskCounts") or {}
-                for k in done:
-                    done[k] += int(counts.get(k, 0))
-        return {"$ActiveTasks": active, "$RunningTasks": running, "$PendingTasks": active + running,
-                "$ActiveTaskSlots": active_slots, "$RunningTaskSlots": running_slots,
-                "$PendingTaskSlots": active_slots + running_slots,
-                "$SucceededTasks": done["succeeded"], "$FailedTasks": done["failed"]}
-
-    def _node_allocatable(self, pool: dict, members: list[dict]) -> dict | None:
-        """What one node of the pool offers: the largest allocatable of its Nodes, or (none yet)
-        the kwok template's capacity; None when unknown."""
-        sizes = [resources.amounts((m.get("status") or {}).get("allocatable")) for m in members]
-        sizes = [x for x in sizes if x]
-        if sizes:
-            return {k: max(x.get(k, 0) for x in sizes) for k in set().union(*sizes)}
-        group = pool["spec"].get("nodeGroup") or {}
-        if group.get("provider", "kwok") == "kwok":
-            return resources.amounts((group.get("kwok") or {}).get("capacity") or {"cpu": "32", "memory": "256Gi", "pods": "110"})
-        return None
-
-    def _autoscale_pool(self, pool: dict, members: list[dict]) -> tuple[dict | None, int, int]:
-        """Evaluate the pool's formula every autoScaleEvaluationInterval (and at once when it
-        changes). On an error the size stays as it was, as in Batch, and the error is shown."""
-        meta, spec = pool["metadata"], pool["spec"]
-        pk = body_key(pool)
-        state = self._autoscale.get(pk) or {}
-        interval = seconds(spec.get("autoScaleEvaluationInterval")) or 900
-        now = clock.time()
-        fresh = state.get("generation") == meta.get("generation") and now - state.get("at", 0) < interval
-        if fresh:
-            return state["run"], state["dedicated"], state["low"]
-        low_now = sum(1 for m in members if naming.LABEL_LOW_PRIORITY in (m["metadata"].get("labels") or {}))
-        keep_d = state.get("dedicated", len(members) - low_now)
-        keep_l = state.get("low", low_now)
-        run: dict = {"timestamp": now_iso()}
-        err_text, dealloc = None, None
-        try:
-            program = autoscale.parse(spec.get("autoScaleFormula") or "")
-            result = autoscale.evaluate(program, autoscale.Metrics(
-                now=now, samples=self._samples.get(pk, {}),
-                scalars={"$CurrentDedicatedNodes": len(members) - low_now, "$CurrentLowPriorityNodes": low_now,
-                         "$TargetDedicatedNodes": keep_d, "$TargetLowPriorityNodes": keep_l,
-                         "$TaskSlotsPerNode": int(spec.get("taskSlotsPerNode", 1)),
-                         "$UsableNodeCount": len(members), "$PreemptedNodeCount": self._preempted_count(pk)}))
-            run["results"] = result.results_string()
-            dedicated, low = result.target_dedicated, result.target_low_priority
-            dealloc = result.node_deallocation_option
-        except autoscale.FormulaError as e:
-            run["error"] = {"code": getattr(e, "code", "FormulaError") or "FormulaError",
-                            "message": f"{e}. Fix spec.autoScaleFormula; the pool keeps its size until it evaluates."}
-            dedicated, low = keep_d, keep_l
-            err_text = str(e)
-            if state.get("error") != err_text:
-                self.ex.event(pool, "Warning", "AutoScaleFormulaError", run["error"]["message"])
-        self._autoscale[pk] = {"generation": meta.get("generation"), "at": now, "run": run,
-                               "dedicated": dedicated, "low": low, "error": err_text,
-                               "dealloc": dealloc if not err_text else state.get("dealloc")}
-        return run, dedicated, low
-
-    def _preempted_count(self, pk: str) -> int:
-        return sum(1 for c in self.store.cnodes_of(pk) if (c.get("status") or {}).get("state") == "preempted")
 
     @staticmethod
     def _cnode_name(pool: str, node_name: str, ns: str) -> str:
