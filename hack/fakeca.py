@@ -27,14 +27,13 @@ import asyncio
 import calendar
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodesim import ApiError, Kube  # noqa: E402
+from nodesim import ApiError, Kube, poll, run_standalone  # noqa: E402
 
 log = logging.getLogger("fakeca")
 GROUP_LABEL = "sim.podbatch.io/node-group"
@@ -100,17 +99,7 @@ class FakeClusterAutoscaler:
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("fake cluster-autoscaler: groups %s", ", ".join(f"{g.name}{g.labels} max {g.max_size}" for g in self.groups))
-        while not stopping.is_set():
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - log and try again on the next round
-                log.warning("fake cluster-autoscaler: %s: %s", type(e).__name__, e)
-            try:
-                await asyncio.wait_for(stopping.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+        await poll("fake cluster-autoscaler", self.reconcile, self.interval, stopping)
 
     async def reconcile(self) -> None:
         pods = (await self.kube.request("GET", "/api/v1/pods", [("fieldSelector", "status.phase=Pending")]))["items"]
@@ -182,27 +171,11 @@ class FakeClusterAutoscaler:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    from kubernetes_asyncio import client as k8s_client
-    from kubernetes_asyncio import config as k8s_config
-    cfg = k8s_client.Configuration()
-    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
-    if kubeconfig:
-        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    else:
-        k8s_config.load_incluster_config(client_configuration=cfg)
-    api = k8s_client.ApiClient(cfg)
     groups = [NodeGroup.parse(g) for g in args.node_group]
     for g in groups:
         g.failing = g.name in (args.fail_group or [])
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
-        await FakeClusterAutoscaler(Kube(api), groups, args.interval, args.provision_delay, args.unneeded).run(stopping)
-    finally:
-        await api.close()
-    return 0
+    return await run_standalone(lambda kube: FakeClusterAutoscaler(kube, groups, args.interval, args.provision_delay,
+                                                                   args.unneeded), args.kubeconfig)
 
 
 def main(argv: Optional[list] = None) -> int:

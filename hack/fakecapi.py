@@ -30,14 +30,13 @@ import asyncio
 import calendar
 import logging
 import os
-import signal
 import sys
 import time
 import uuid
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodesim import MERGE, ApiError, Kube  # noqa: E402
+from nodesim import MERGE, ApiError, Kube, poll, run_standalone  # noqa: E402
 
 log = logging.getLogger("fakecapi")
 
@@ -101,17 +100,7 @@ class FakeClusterApi:
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("fake Cluster API running (namespaces %s*, every %.1fs)", self.prefix, self.interval)
-        while not stopping.is_set():
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - log and try again on the next round
-                log.warning("fake Cluster API: %s: %s", type(e).__name__, e)
-            try:
-                await asyncio.wait_for(stopping.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+        await poll("fake Cluster API", self.reconcile, self.interval, stopping)
 
     async def reconcile(self) -> None:
         mds = await self._list(f"{API}/machinedeployments")
@@ -179,24 +168,8 @@ class FakeClusterApi:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    from kubernetes_asyncio import client as k8s_client
-    from kubernetes_asyncio import config as k8s_config
-    cfg = k8s_client.Configuration()
-    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
-    if kubeconfig:
-        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    else:
-        k8s_config.load_incluster_config(client_configuration=cfg)
-    api = k8s_client.ApiClient(cfg)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
-        await FakeClusterApi(Kube(api), args.namespace_prefix, args.interval, args.provision_delay).run(stopping)
-    finally:
-        await api.close()
-    return 0
+    return await run_standalone(lambda kube: FakeClusterApi(kube, args.namespace_prefix, args.interval,
+                                                            args.provision_delay), args.kubeconfig)
 
 
 def main(argv: Optional[list] = None) -> int:

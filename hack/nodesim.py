@@ -890,13 +890,49 @@ def _num(value: Any, default, kind):
             return default
 
 
-async def amain(args: argparse.Namespace) -> int:
+async def client_config(kubeconfig: Optional[str]) -> k8s_client.Configuration:
+    """The client configuration of a kubeconfig path (default $KUBECONFIG, else in-cluster)."""
     cfg = k8s_client.Configuration()
-    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
     if kubeconfig:
         await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     else:
         k8s_config.load_incluster_config(client_configuration=cfg)
+    return cfg
+
+
+async def poll(name: str, reconcile: Callable[[], Any], interval: float, stopping: asyncio.Event) -> None:
+    """Run `reconcile` every `interval` seconds until `stopping`; an error is logged and the
+    next round tries again (the fake controllers of hack/fakecapi.py and hack/fakeca.py)."""
+    while not stopping.is_set():
+        try:
+            await reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - log and try again on the next round
+            log.warning("%s: %s: %s", name, type(e).__name__, e)
+        try:
+            await asyncio.wait_for(stopping.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def run_standalone(make: Callable[[Kube], Any], kubeconfig: Optional[str]) -> int:
+    """Run a fake controller alone (`make(kube).run(stopping)`) until SIGTERM or SIGINT."""
+    api = k8s_client.ApiClient(await client_config(kubeconfig))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await make(Kube(api)).run(stopping)
+    finally:
+        await api.close()
+    return 0
+
+
+async def amain(args: argparse.Namespace) -> int:
+    cfg = await client_config(args.kubeconfig)
     cfg.connection_pool_maxsize = args.concurrency + 8
     api = k8s_client.ApiClient(cfg)
     sim = Simulator(Kube(api), concurrency=args.concurrency, lease_renew=args.lease_renew_interval,

@@ -585,6 +585,10 @@ class FakeApiServer:
         self._gate()
         return ""
 
+    async def node_metrics(self) -> list[dict] | None:
+        self._gate()
+        return None   # no metrics API here, as on a cluster without metrics-server
+
     async def post_event(self, body: dict, etype: str, reason: str, message: str) -> None:
         if self.crashed:
             return   # best effort, as the real one: never raises

@@ -65,6 +65,9 @@ def test_apply_operations_and_reads(kubeconfig, custom_api, namespace, crds, tmp
     assert rc == 0 and "job.podbatch.io/clijob configured" in out
     job = custom_api.get_namespaced_custom_object(GROUP, VERSION, namespace, "jobs", "clijob")
     assert job["spec"]["priority"] == 7
+    # the Task came with its ownerReference to the Job: nothing left for the operator to adopt
+    owned = custom_api.get_namespaced_custom_object(GROUP, VERSION, namespace, "tasks", "clitask")
+    assert [(r["kind"], r["uid"]) for r in owned["metadata"]["ownerReferences"]] == [("Job", job["metadata"]["uid"])]
 
     rc, _, err = run(capsys, "node", "disable", "clinode", "--option", "taskcompletion", *common)
     assert rc == 0, err

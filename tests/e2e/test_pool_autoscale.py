@@ -49,3 +49,67 @@ def test_task_metrics_count_as_batch_does_and_in_slots(operator, objects):
                             "p = max($PendingTaskSlots.GetSample(1)); $TargetDedicatedNodes = 0;"}})
     run = wait_for("the formula evaluated", lambda: (objects.status("Pool", "dem").get("autoScaleRun") or {}).get("results"))
     assert "$a=4" in run and "$s=5" in run and "$p=5" in run, run
+
+
+METRICS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "nodes.metrics.k8s.io",
+                 # a *.k8s.io group needs this to be served by a CRD: a stand-in for metrics-server's API
+                 "annotations": {"api-approved.kubernetes.io": "unapproved, podbatch test double of metrics-server"}},
+    "spec": {"group": "metrics.k8s.io", "scope": "Cluster",
+             "names": {"plural": "nodes", "singular": "node", "kind": "NodeMetrics"},
+             "versions": [{"name": "v1beta1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+@pytest.fixture()
+def node_metrics_api(api_client, core_v1):
+    """metrics.k8s.io/v1beta1 nodes served by a CRD (metrics-server's path and shape), unless
+    the cluster has the real API (then this test cannot set the usage and is skipped)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    ext = client.ApiextensionsV1Api(api_client)
+    try:
+        ext.read_custom_resource_definition("nodes.metrics.k8s.io")   # ours, left by an interrupted run
+    except ApiException:
+        if _served(api_client):
+            pytest.skip("the cluster serves metrics.k8s.io itself")
+        ext.create_custom_resource_definition(METRICS_CRD)
+    wait_for("the metrics API served", lambda: _served(api_client), 30)
+    try:
+        yield client.CustomObjectsApi(api_client)
+    finally:
+        ext.delete_custom_resource_definition("nodes.metrics.k8s.io")
+
+
+def _served(api_client) -> bool:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    try:
+        client.CustomObjectsApi(api_client).list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
+        return True
+    except ApiException:
+        return False
+
+
+def test_cpu_and_memory_of_the_pools_nodes_reach_the_formula(operator, objects, node_metrics_api):
+    objects.create({"kind": "Pool", "metadata": {"name": "use"}, "spec": {
+        "nodeGroup": {"provider": "kwok", "kwok": {"capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"}}},
+        "enableAutoScale": True, "autoScaleEvaluationInterval": "PT2S",
+        "autoScaleFormula": "$TargetDedicatedNodes = 2;"}})
+    wait_for("2 nodes", lambda: _members(objects, "use") == 2, 120)
+    nodes = [c["spec"]["nodeName"] for c in objects.list("ComputeNode")]
+    for name, cpu, mem in zip(nodes, ("1", "3"), ("2Gi", "6Gi")):   # 25% and 75% of 4 CPUs; 2 and 6 GiB
+        node_metrics_api.create_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes", {
+            "apiVersion": "metrics.k8s.io/v1beta1", "kind": "NodeMetrics", "metadata": {"name": name},
+            "timestamp": "2026-01-01T00:00:00Z", "window": "30s", "usage": {"cpu": cpu, "memory": mem}})
+    try:
+        objects.patch("Pool", "use", {"spec": {"autoScaleFormula": (
+            "c = avg($CPUPercent.GetSample(1)); m = avg($MemoryBytes.GetSample(1)); "
+            "n = avg($SampleNodeCount.GetSample(1)); $TargetDedicatedNodes = 2;")}})
+        run = wait_for("usage in the formula", lambda: (lambda r: r if "$c=" in (r.get("results") or "") else None)(
+            objects.status("Pool", "use").get("autoScaleRun") or {}), 60)
+        assert "$c=50" in run["results"] and "$m=4096" in run["results"] and "$n=2" in run["results"], run
+    finally:
+        for name in nodes:
+            node_metrics_api.delete_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes", name)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 def test_job_manager_preempts_a_lower_priority_job_and_ends_the_job(operator, objects):
     objects.create(kwok_pool("p", 1, slots=1))
-    objects.create(job("low", "p", priority=0))
+    objects.create(job("low", "p", priority=0, allowTaskPreemption=True))
     objects.create(task("hog", "low", annotations=sim(300)))
     wait_for("hog running", lambda: objects.status("Task", "hog").get("state") == "running")
     objects.create(job("boss", "p", priority=100, jobManagerTask={"id": "manager", "commandLine": "/bin/true"}))
@@ -214,3 +214,31 @@ def test_a_task_applied_again_under_its_name_runs_again(operator, objects, core_
     assert st["executionInfo"]["exitCode"] == 3, st
     pod = core_v1.read_namespaced_pod(st["podName"], namespace)
     assert pod.metadata.labels["podbatch.io/task-uid"] == uid
+
+
+def test_a_preparation_not_rerun_after_a_reboot_is_rerun_after_a_reimage(operator, objects, core_v1, namespace):
+    """rerunOnNodeRebootAfterSuccess false: a reboot keeps the preparation's success, a reimage
+    (which wipes the node's directories) runs it again, as in Batch."""
+    import uuid
+    objects.create(kwok_pool("pr", 1))
+    wait_for("the node idle", lambda: any((c.get("status") or {}).get("state") == "idle" for c in objects.list("ComputeNode")), 120)
+    cnode = objects.list("ComputeNode")[0]["metadata"]["name"]
+    objects.create(job("once", "pr", jobPreparationTask={"commandLine": "/bin/true", "rerunOnNodeRebootAfterSuccess": False}))
+
+    def preps() -> int:
+        return len(core_v1.list_namespaced_pod(namespace, label_selector="podbatch.io/role=jobprep").items)
+
+    def run_task(name: str) -> None:
+        objects.create(task(name, "once", annotations=sim(0)))
+        objects.wait_state("Task", name, "completed", 120)
+
+    run_task("before")
+    assert preps() == 1
+    for op, ran in (("reboot", 1), ("reimage", 2)):
+        rid = str(uuid.uuid4())
+        objects.patch("ComputeNode", cnode, {"spec": {op: {"requestId": rid}}})
+        wait_for(f"the {op} handled and the node idle again", lambda: (lambda st: (st.get("handledRequests") or {}).get(op) == rid
+                                                                       and st.get("state") == "idle")(
+            objects.status("ComputeNode", cnode)), 120)
+        run_task(f"after-{op}")
+        assert preps() == ran, f"after the {op}: {preps()} preparation pods, expected {ran}"

@@ -114,3 +114,16 @@ def test_apply_command_force_conflicts(monkeypatch, manifest):
     monkeypatch.setattr(cli, "_cluster", lambda args: fake)
     assert cli.cmd_apply(cli.parse_args(["apply", "-f", manifest, "--force-conflicts"]), io.StringIO()) == 0
     assert fake.forced == [("p", True), ("j", True)]
+
+
+def test_a_task_is_applied_with_its_jobs_owner_reference():
+    from podbatch.cli.main import with_job_owner
+    job = {"apiVersion": "podbatch.io/v1alpha1", "kind": "Job", "metadata": {"name": "j", "uid": "u-1"}}
+    task = {"kind": "Task", "metadata": {"name": "t"}, "spec": {"jobName": "j"}}
+    owned = with_job_owner(task, job)
+    assert owned["metadata"]["ownerReferences"] == [{"apiVersion": "podbatch.io/v1alpha1", "kind": "Job", "name": "j",
+                                                     "uid": "u-1", "controller": True, "blockOwnerDeletion": False}]
+    assert "ownerReferences" not in task["metadata"]                       # the manifest itself is left alone
+    assert with_job_owner(owned, {**job, "metadata": {"name": "j", "uid": "u-2"}}) is owned   # one owner Job, kept
+    assert with_job_owner(task, None) is task                               # the Job is not there (yet)
+    assert with_job_owner(task, {"kind": "Job", "metadata": {"name": "j"}}) is task   # a dry run's Job has no uid

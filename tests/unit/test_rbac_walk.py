@@ -69,6 +69,7 @@ KUBE_CALLS: dict[str, set[Need]] = {
     "delete_node": {("", "nodes", "delete")},
     "patch_node": {("", "nodes", "patch")},
     "node_names": {("", "nodes", "list")},
+    "node_metrics": {("metrics.k8s.io", "nodes", "list")},
     "post_event": {("", "events", "create")},
     # the clusterapi provider: discovery (granted to every authenticated user by the
     # default system:discovery role), the Cluster API targets' scale, their Machines

@@ -268,9 +268,9 @@ def test_job_manager_goes_before_every_other_task_of_the_pool():
 
 
 def test_job_manager_preempts_only_lower_priority_jobs():
-    running = {0: [("mid-r0", 50, 1), ("mid-r1", 50, 1)],        # equal priority: never
-               1: [("low-r0", 1, 1), ("high-r0", 900, 1)],        # one higher: never
-               2: [("low-r1", 1, 1), ("low-r2", 1, 1)]}           # all lower: yes
+    running = {0: [("mid-r0", 50, 1, True), ("mid-r1", 50, 1, True)],        # equal priority: never
+               1: [("low-r0", 1, 1, True), ("high-r0", 900, 1, True)],        # one higher: never
+               2: [("low-r1", 1, 1, True), ("low-r2", 1, 1, True)]}           # all lower: yes
     p = plan(snap(nodes(2, 2, 2, slots=2, running=running), [job("mid", 50)],
                   [TaskView("jm", "mid", is_job_manager=True)]))
     assert not p.bindings
@@ -280,14 +280,14 @@ def test_job_manager_preempts_only_lower_priority_jobs():
 
 
 def test_job_manager_without_lower_priority_victims_just_waits():
-    running = {0: [("a", 50, 1)]}
+    running = {0: [("a", 50, 1, True)]}
     p = plan(snap(nodes(1, slots=1, running=running), [job("mid", 50)],
                   [TaskView("jm", "mid", is_job_manager=True)]))
     assert not p.preemptions and p.pending["jm"].reason == ALL_SLOTS_BUSY
 
 
 def test_job_manager_chooses_fewest_preemptions():
-    running = {0: [("a", 1, 1), ("b", 1, 1)], 1: [("c", 1, 2)]}
+    running = {0: [("a", 1, 1, True), ("b", 1, 1, True)], 1: [("c", 1, 2, True)]}
     p = plan(snap(nodes(2, 2, slots=2, running=running), [job("j", 9)],
                   [TaskView("jm", "j", is_job_manager=True, required_slots=2)]))
     assert [(x.task, x.node) for x in p.preemptions] == [("c", "n1")]
@@ -302,7 +302,7 @@ def test_run_exclusive_job_manager_needs_an_empty_node():
 
 
 def test_run_exclusive_job_manager_preempts_every_task_of_a_node():
-    running = {0: [("x", 1, 1), ("y", 1, 1)], 1: [("z", 1, 1)]}
+    running = {0: [("x", 1, 1, True), ("y", 1, 1, True)], 1: [("z", 1, 1, True)]}
     p = plan(snap(nodes(2, 1, slots=2, running=running), [job("j", 5)],
                   [TaskView("jm", "j", is_job_manager=True, run_exclusive=True)]))
     assert [(x.task, x.node) for x in p.preemptions] == [("z", "n1")]
@@ -428,3 +428,99 @@ def test_required_slots_are_judged_by_the_pool_before_it_has_nodes():
     p = plan(snap([], [job("j")], [TaskView("big", "j", required_slots=9), TaskView("ok", "j", required_slots=2)],
                   pools={POOL: PoolView(POOL, slots_per_node=4)}))
     assert reasons(p) == {"big": REQUIRED_SLOTS_EXCEED_NODE, "ok": NO_NODE_READY}
+
+
+# -- rule 2: allowTaskPreemption ---------------------------------------------------------------
+# running entries: (task, job priority, slots, the job allows preemption)
+
+@pytest.mark.parametrize("running, exclusive, preempted", [
+    # tasks of jobs without allowTaskPreemption are never chosen: the job manager waits
+    ({0: [("a", 1, 1, False), ("b", 1, 1, False)]}, False, []),
+    ({0: [("a", 1, 1, False), ("b", 1, 1, False)]}, True, []),
+    # a node with both: only the preemptible task goes (a job manager needs one slot)
+    ({0: [("a", 1, 1, False), ("b", 1, 1, True)]}, False, [("b", "n0")]),
+    # run_exclusive needs the whole node: a node keeping a non-preemptible task is no use,
+    # another node is cleared instead even if that takes more requeues
+    ({0: [("a", 1, 1, False), ("b", 1, 1, True)], 1: [("c", 1, 1, True), ("d", 1, 1, True)]}, True,
+     [("c", "n1"), ("d", "n1")]),
+    ({0: [("a", 1, 2, True)], 1: [("b", 1, 1, False), ("c", 1, 1, True)]}, False, [("a", "n0")]),
+])
+def test_job_manager_preempts_only_tasks_of_jobs_that_allow_it(running, exclusive, preempted):
+    p = plan(snap(nodes(*(2 for _ in running), slots=2, running=running), [job("boss", 100)],
+                  [TaskView("jm", "boss", is_job_manager=True, run_exclusive=exclusive)]))
+    assert not p.bindings
+    assert sorted((x.task, x.node) for x in p.preemptions) == preempted
+    if preempted:
+        assert p.pending["jm"].reason == WAITING_FOR_PREEMPTION
+    else:
+        assert p.pending["jm"].reason == ALL_SLOTS_BUSY
+        assert "allowTaskPreemption" in p.pending["jm"].message and "jm" not in p.reserved
+
+
+# -- rule 7: affinity --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("used, fill, affinity, expected", [
+    ((2, 0, 0), "spread", "n0", "n0"),     # spread would take an empty node; the affinity wins
+    ((0, 3, 0), "pack", "n2", "n2"),       # pack would fill n1; the affinity wins
+    ((4, 0, 1), "spread", "n0", "n1"),     # its node is full: elsewhere at once, by the fill type
+    ((4, 0, 1), "pack", "n0", "n2"),
+    ((1, 0), "spread", "nowhere", "n1"),   # a name that is no ready node of the pool
+])
+def test_a_task_goes_to_its_affinity_node_when_it_has_room(used, fill, affinity, expected):
+    p = plan(snap(nodes(*used), [job("j")], [TaskView("t", "j", affinity=affinity)], fill=fill))
+    assert bound(p) == {"t": (expected,)} and not p.pending
+
+
+def test_affinity_never_makes_a_task_wait_and_respects_slots_and_order():
+    # n0 has one free slot: the first of the two tasks that prefer it gets it, the other
+    # goes elsewhere; the task without affinity is placed as always
+    p = plan(snap(nodes(3, 2, 0), [job("j")],
+                  [TaskView("a", "j", seq=1, affinity="n0"), TaskView("b", "j", seq=2, affinity="n0"),
+                   TaskView("c", "j", seq=3, required_slots=4)], fill="pack"))
+    assert bound(p) == {"a": ("n0",), "b": ("n1",), "c": ("n2",)}
+
+
+def test_affinity_skips_a_node_without_room_for_the_task():
+    big = TaskView("big", "j", required_slots=3, affinity="n0", seq=1)
+    fat = TaskView("fat", "j", requests=(("cpu", 2000),), affinity="n1", seq=2)
+    node_list = nodes(2, 0, 0)
+    node_list[1] = NodeView("n1", POOL, 4, 0, True, order=1, free_resources={"cpu": 1000}, allocatable={"cpu": 4000})
+    p = plan(snap(node_list, [job("j", prep_blocked_nodes=frozenset({"n2"}))],
+                  [big, fat, TaskView("blocked", "j", affinity="n2", seq=3)]))
+    b = bound(p)
+    assert b["big"] != ("n0",) and b["fat"] != ("n1",) and b["blocked"] != ("n2",)
+
+
+def test_affinity_does_not_take_a_node_held_for_a_gang():
+    # the gang needs two nodes with 2 free slots, only n3 has them: it holds n3 and n0 (the
+    # lowest order of the others); the task preferring n0 must not take it
+    p = plan(snap(nodes(3, 3, 3, 0, slots=4), [job("g", 9), job("j", 1)],
+                  [TaskView("gang", "g", instances=2, required_slots=2, seq=1),
+                   TaskView("t", "j", affinity="n0", seq=2)]))
+    assert p.pending["gang"].reason == WAITING_FOR_GANG_NODES
+    assert set(p.reserved["gang"]) == {"n0", "n3"}
+    assert bound(p) == {"t": ("n1",)}
+
+
+def test_a_gangs_primary_takes_its_affinity_node():
+    p = plan(snap(nodes(0, 0, 0, 2), [job("j")], [TaskView("g", "j", instances=2, affinity="n3")]))
+    assert bound(p)["g"][0] == "n3" and len(set(bound(p)["g"])) == 2
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_affinity_keeps_every_node_within_its_slots(seed):
+    rng = random.Random(seed)
+    slots = rng.randint(1, 4)
+    node_list = nodes(*(rng.randint(0, slots) for _ in range(rng.randint(1, 8))), slots=slots)
+    names = [n.name for n in node_list] + ["gone"]
+    task_list = [TaskView(f"t{i}", "j", seq=i, required_slots=rng.randint(1, slots),
+                          instances=rng.choice([1, 1, 1, 2]), affinity=rng.choice([None, *names]))
+                 for i in range(rng.randint(1, 30))]
+    p = plan(snap(node_list, [job("j")], task_list, fill=rng.choice(["spread", "pack"])))
+    by_key = {t.key: t for t in task_list}
+    used = {n.name: n.slots_used for n in node_list}
+    for b in p.bindings:
+        assert len(set(b.nodes)) == len(b.nodes) == by_key[b.task].instances
+        for name in b.nodes:
+            used[name] += by_key[b.task].required_slots
+    assert all(used[n.name] <= n.slots_total for n in node_list), used

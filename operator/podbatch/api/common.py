@@ -14,7 +14,8 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator,
+                      model_validator)
 from pydantic.alias_generators import to_camel
 
 # --------------------------------------------------------------------------- bases
@@ -159,13 +160,37 @@ class MetadataItem(SpecModel):
 
 
 class ApplicationPackageReference(SpecModel):
-    """A Batch application package to deploy. Accepted but ignored by podbatch today: no
-    package is deployed and no AZ_BATCH_APP_PACKAGE_* variable is set."""
+    """An application package, unpacked on the node under
+    $AZ_BATCH_NODE_ROOT_DIR/applications/<applicationId>_<version> (once per node and
+    version) before the pod's command runs, and named by AZ_BATCH_APP_PACKAGE_<applicationId>_<version>
+    (Batch's Linux naming: `.`, `-` and `#` become `_`), or AZ_BATCH_APP_PACKAGE_<applicationId>
+    without a version. The package comes from a ConfigMap of the namespace (default) or an
+    image (docs/podtemplates.md). A package that cannot be found fails the task with a
+    preprocessing error (ApplicationPackageNotFound), as Batch does."""
 
-    application_id: str
-    """The application's id (ignored today, see applicationPackageReferences)."""
-    version: Optional[str] = None
-    """The package's version; Batch's default version when unset (ignored today)."""
+    application_id: Annotated[str, StringConstraints(pattern=r"^(/.*/applications/)?[A-Za-z0-9_-]{1,64}$")]
+    """The application's id. A fully qualified Batch id (/subscriptions/…/applications/<name>)
+    is accepted: its last segment is the id."""
+    version: Optional[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]] = None
+    """The package's version. Unset: the application's default version, which is the
+    ConfigMap podbatch-app-<applicationId> (lower-cased, `_` as `-`)."""
+    config_map_name: Optional[str] = None
+    """Beyond Batch: the ConfigMap holding the package (default
+    podbatch-app-<applicationId>.<version>, lower-cased, `_` as `-`). Each key is a file of
+    the package; a key ending in .zip is unzipped (Batch packages are zip files)."""
+    image: Optional[str] = None
+    """Beyond Batch: an image holding the package instead of a ConfigMap; the directory
+    imagePath of it is copied (it needs no shell or tools of its own)."""
+    image_path: Optional[Annotated[str, StringConstraints(pattern=r"^/")]] = None
+    """With image: the directory of the image that is the package (required with image)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ApplicationPackageReference":
+        if self.image and self.config_map_name:
+            raise ValueError("an application package comes from configMapName or image, not both")
+        if (self.image is None) != (self.image_path is None):
+            raise ValueError("image and imagePath go together: the image and the directory of it that is the package")
+        return self
 
 
 class ErrorInfo(StatusModel):
@@ -182,13 +207,14 @@ class FailureInfo(StatusModel):
 
     category: Optional[Literal["usererror", "servererror"]] = None
     """usererror: the task's own command, files or spec (FailureExitCode, Blob*,
-    FileUploadError), and TaskEnded for a task terminated through its own desiredState;
+    FileUploadError, ApplicationPackage*, PodTemplateConflict), and TaskEnded for a task terminated through its own desiredState;
     servererror: TaskEnded when podbatch stopped it (its job ended or was disabled with
     terminate, a node operation or pool shrink with terminate, maxWallClockTime)."""
     code: Optional[str] = None
     """A short identifier: FailureExitCode, TaskEnded, BlobNotFound, BlobAccessDenied,
-    BlobDownloadTimedOut, BlobDownloadMiscError, FileUploadError; on a Job's
-    schedulingError PoolNotFound or NoPool."""
+    BlobDownloadTimedOut, BlobDownloadMiscError, FileUploadError, ApplicationPackageNotFound,
+    ApplicationPackageError, PodTemplateConflict, PodSetupError (docs/podtemplates.md); on
+    a Job's schedulingError PoolNotFound or NoPool."""
     message: Optional[str] = None
     """What went wrong, for a person."""
     details: Optional[list[NameValuePair]] = None
@@ -351,12 +377,24 @@ class OutputFile(SpecModel):
     0 with FileUploadError, without retry."""
 
 
+USER_NAME_REFUSED = ("userIdentity.userName is not supported: podbatch pools have no named user accounts; "
+                     "remove it and use autoUser (elevationLevel nonadmin runs as uid 1000, admin as root)")
+CONTAINER_RUN_OPTIONS_REFUSED = (
+    "containerSettings.containerRunOptions is not supported: podbatch runs pods, not docker create; remove it "
+    "and set requests and limits with the Task's resources, the rest with the pod template (spec.podTemplate)")
+
+
 class AutoUserSpecification(SpecModel):
     """The auto user the task runs as."""
 
     scope: Literal["task", "pool"] = "task"
-    """Batch: a user per task or one shared by the pool's tasks. Accepted but ignored by
-    podbatch today: every task runs as uid 0 (admin) or 1000 (nonadmin), whatever the scope."""
+    """Batch: pool runs the task as the auto user shared by every task of the node; task
+    as a user made for this task alone, so that tasks cannot touch each other's files
+    (Batch's default is pool). podbatch runs both as the same user (uid 1000 nonadmin, 0
+    admin): every task has its own container (files, processes), but all of them mount
+    the node's directories, so what a task writes under them can be read and changed by
+    the node's other tasks of the same elevation, as with Batch's pool scope. Use
+    separate pools for tasks that must not see each other's files."""
     elevation_level: Literal["nonadmin", "admin"] = "nonadmin"
     """admin runs the task as root (uid 0); nonadmin as uid and gid 1000 under the
     `restricted` Pod Security profile (no privilege escalation, all capabilities dropped)."""
@@ -367,35 +405,47 @@ class UserIdentity(SpecModel):
     auto user (uid 1000)."""
 
     model_config = ConfigDict(json_schema_extra=cel(
-        ("!(has(self.userName) && has(self.autoUser))", "userIdentity takes userName or autoUser, not both"),
+        ("!has(self.userName)", USER_NAME_REFUSED),
     ))
 
     user_name: Optional[str] = None
-    """Batch: a named user account of the pool. Accepted but ignored by podbatch today
-    (pools have no user accounts): the task runs as the nonadmin user, uid 1000."""
+    """Batch: a named user account of the pool's userAccounts. Refused: podbatch pools have
+    no user accounts; use autoUser (elevationLevel nonadmin: uid 1000, admin: root)."""
     auto_user: Optional[AutoUserSpecification] = None
     """Run as an auto user; elevationLevel decides root or uid 1000."""
 
-    @model_validator(mode="after")
-    def _not_both(self) -> "UserIdentity":
-        if self.user_name is not None and self.auto_user is not None:
-            raise ValueError("userIdentity takes userName or autoUser, not both")
-        return self
+    @field_validator("user_name")
+    @classmethod
+    def _no_user_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            raise ValueError(USER_NAME_REFUSED)
+        return value
 
 
 class ContainerSettings(SpecModel):
     """The container image a task runs in (default: the pool's `image`)."""
 
+    model_config = ConfigDict(json_schema_extra=cel(
+        ("!has(self.containerRunOptions) || self.containerRunOptions.matches('^\\\\s*$')", CONTAINER_RUN_OPTIONS_REFUSED),
+    ))
+
     image_name: str
     """The image the task's container runs (it needs /bin/sh for podbatch's wrapper),
     pulled with the pool's imagePullPolicy."""
     container_run_options: Optional[str] = None
-    """Batch: extra `docker create` options. Accepted but ignored by podbatch today;
-    `resources` on a Task sets requests and limits."""
+    """Batch: extra `docker create` options. Refused unless empty: podbatch runs pods, not
+    docker; a Task's `resources` sets requests and limits, and the pod template the rest."""
     working_directory: Literal["taskWorkingDirectory", "containerImageDefault"] = "taskWorkingDirectory"
     """taskWorkingDirectory: the command starts in $AZ_BATCH_TASK_WORKING_DIR;
     containerImageDefault: in the image's own working directory. A pool's start task
     always starts in its working directory (startup/wd)."""
+
+    @field_validator("container_run_options")
+    @classmethod
+    def _no_run_options(cls, value: Optional[str]) -> Optional[str]:
+        if value and value.strip():
+            raise ValueError(CONTAINER_RUN_OPTIONS_REFUSED)
+        return value
 
 
 class TaskConstraints(SpecModel):

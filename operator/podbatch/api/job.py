@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from podbatch import API_VERSION
 from podbatch.api.common import (
+    ApplicationPackageReferences,
     Condition,
     ContainerSettings,
     Duration,
@@ -29,6 +30,7 @@ from podbatch.api.common import (
     cel,
     conditions_field,
 )
+from podbatch.api.podtemplate import PodTemplate
 from podbatch.api.pool import PoolSpec
 
 
@@ -118,8 +120,8 @@ class JobManagerTask(SpecModel):
     tasks are terminated."""
     run_exclusive: bool = True
     """It needs a node with no other task running. It is placed before every other task
-    of the pool; when nothing fits, running tasks of strictly lower-priority jobs are
-    requeued to make room."""
+    of the pool; when nothing fits, running tasks of strictly lower-priority jobs with
+    allowTaskPreemption are requeued to make room (with or without runExclusive)."""
     allow_low_priority_node: bool = True
     """Whether it may run on a low-priority (spot) node; false: the scheduler places it only
     on a dedicated node of the pool (it waits for one)."""
@@ -127,6 +129,8 @@ class JobManagerTask(SpecModel):
     """Who it runs as, as on a Task."""
     authentication_token_settings: Optional[AuthenticationTokenSettings] = None
     """API access for the job manager's pod."""
+    application_package_references: Optional[ApplicationPackageReferences] = None
+    """Application packages unpacked on the node before it runs, as on a Task."""
 
 
 class JobPreparationTask(SpecModel):
@@ -153,8 +157,9 @@ class JobPreparationTask(SpecModel):
     user_identity: Optional[UserIdentity] = None
     """Who it runs as, as on a Task."""
     rerun_on_node_reboot_after_success: bool = True
-    """true: it runs again on a node after the node's reboot or reimage. false: once per
-    node."""
+    """true: it runs again on a node after the node's reboot or reimage. false: not again
+    after a reboot, but still after a reimage (it wipes the node's directories), as in
+    Batch."""
 
 
 class JobReleaseTask(SpecModel):
@@ -200,9 +205,11 @@ class JobSpec(SpecModel):
     """Most tasks of the job preparing or running at once; -1 unlimited. Others wait with
     MaxParallelTasksReached."""
     allow_task_preemption: bool = False
-    """Batch: whether higher-priority jobs' tasks may preempt this job's tasks. Accepted but
-    ignored by podbatch today: only a job manager preempts (tasks of strictly
-    lower-priority jobs), whatever this says."""
+    """Whether this job's running tasks may be requeued (requeueCount, no retry used) to
+    make room for a higher-priority job, as in Batch. false: they are never preempted.
+    podbatch preempts only for the job manager task of a job of strictly higher
+    priority; other tasks of higher-priority jobs wait for a free slot, ahead in the
+    queue. Read at each scheduling pass, so a change applies at once."""
     constraints: Optional[JobConstraints] = None
     """Wall-clock limit and default task retries."""
     job_manager_task: Optional[JobManagerTask] = None
@@ -214,6 +221,10 @@ class JobSpec(SpecModel):
     jobPreparationTask, as in Batch)."""
     common_environment_settings: Optional[EnvironmentSettings] = None
     """Environment variables of every task of the job (a task's own win)."""
+    pod_template: Optional[PodTemplate] = None
+    """Beyond Batch: volumes, sidecars, env from Secrets, labels, … added to the pods of
+    every task of the job (job manager, preparation and release tasks included), over the
+    pool's template and under each task's (docs/podtemplates.md)."""
     on_all_tasks_complete: Literal["noaction", "terminatejob"] = "noaction"
     """terminatejob: the job completes (terminateReason AllTasksComplete) once it has tasks
     and all are completed. noaction: it stays active until terminated."""

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import ConfigDict, Field, model_validator
 
 from podbatch import API_VERSION
-
 from podbatch.api.common import (
     ApplicationPackageReferences,
     Condition,
@@ -27,6 +26,7 @@ from podbatch.api.common import (
     cel,
     conditions_field,
 )
+from podbatch.api.podtemplate import MountConfigurations, PodTemplate
 
 NodeGroupProvider = Literal["kwok", "static", "clusterapi", "autoscaler"]
 
@@ -224,7 +224,18 @@ class PoolSpec(SpecModel):
     start_task: Optional[StartTask] = None
     """Runs on every node before it takes tasks (node preparation)."""
     application_package_references: Optional[ApplicationPackageReferences] = None
-    """Batch: application packages on every node. Accepted but ignored by podbatch today."""
+    """Application packages for every pod of the pool (start task, tasks, preparation and
+    release tasks): unpacked on the node before the pod's command runs, each named by an
+    AZ_BATCH_APP_PACKAGE_* variable (see applicationPackageReferences[])."""
+    mount_configuration: Optional[MountConfigurations] = None
+    """File systems mounted into every pod of the pool at
+    $AZ_BATCH_NODE_MOUNTS_DIR/<relativeMountPath>: NFS as an nfs volume, Azure Files and
+    Blob through their CSI drivers; CIFS is refused (docs/podtemplates.md)."""
+    pod_template: Optional[PodTemplate] = None
+    """Beyond Batch: volumes, sidecars, env from Secrets, labels, runtime class, … added to
+    every pod of the pool (its start task's too), under the job's and the task's
+    templates; its runtimeClassName and securityContext are the pool admin's and cannot be
+    changed by them (docs/podtemplates.md)."""
     metadata: Optional[MetadataItems] = None
     """Name-value pairs for people and tools; podbatch keeps them and gives them no meaning."""
     node_root_dir: str = "/var/lib/podbatch"

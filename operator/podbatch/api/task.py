@@ -33,6 +33,7 @@ from podbatch.api.common import (
     cel,
     conditions_field,
 )
+from podbatch.api.podtemplate import PodTemplate
 
 
 class TaskIdRange(SpecModel):
@@ -77,11 +78,14 @@ class TaskDependencies(SpecModel):
 
 
 class AffinityInformation(SpecModel):
-    """Batch: a hint to run the task on a given node. Accepted but ignored by podbatch
-    today: the scheduler does not read it."""
+    """A locality hint, as in Batch: a soft affinity to one node of the job's pool."""
 
     affinity_id: str
-    """A node name (or ComputeNode name) the task would prefer (ignored today)."""
+    """The ComputeNode the task prefers: its name, as a task that ran there reports it in
+    status.nodeInfo.affinityId. When that node is ready and has the slots (and resources)
+    the task needs as the task's turn comes, the task goes there, whatever the pool's
+    nodeFillType; otherwise it runs on another node at once (it never waits for this one).
+    A multi-instance task's primary takes it. An unknown name is no error."""
 
 
 class MultiInstanceSettings(SpecModel):
@@ -122,7 +126,10 @@ class TaskSpec(SpecModel):
     job_name: str
     """Name of the Job (in the same namespace) this task belongs to."""
     id: Optional[TaskId] = None
-    """Batch task id, unique within the job; defaults to metadata.name."""
+    """Batch task id, unique within the job; defaults to metadata.name. A Task whose id
+    another Task of the job already has (the one created first keeps it), or that is the
+    id of the job's preparation or release task, is refused (InvalidSpec) and never
+    runs."""
     display_name: Optional[str] = None
     """A name for people; podbatch keeps it and does not use it."""
     command_line: str
@@ -150,7 +157,7 @@ class TaskSpec(SpecModel):
     """Order of the task within its job, higher first (beyond Batch, which has job
     priority only); jobs of equal priority still take turns."""
     affinity_info: Optional[AffinityInformation] = None
-    """Batch: prefer a node. Accepted but ignored by podbatch today."""
+    """Prefer a node of the pool when it has room (a soft affinity, as in Batch)."""
     exit_conditions: Optional[ExitConditions] = None
     """What the task's way of ending means for the job (with onTaskFailure
     performexitoptionsjobaction) and for tasks that depend on it."""
@@ -161,10 +168,13 @@ class TaskSpec(SpecModel):
     user_identity: Optional[UserIdentity] = None
     """Who the command runs as (default: uid 1000)."""
     application_package_references: Optional[ApplicationPackageReferences] = None
-    """Batch: application packages to deploy before the task. Accepted but ignored by
-    podbatch today."""
+    """Application packages unpacked on the node before the task runs, each named by an
+    AZ_BATCH_APP_PACKAGE_* variable (with the pool's own packages)."""
     resources: Optional[ResourceRequirements] = None
     """Kubernetes requests and limits of the task's container (beyond Batch)."""
+    pod_template: Optional[PodTemplate] = None
+    """Beyond Batch: volumes, sidecars, env from Secrets, labels, … added to this task's
+    pods, over the pool's and the job's templates (docs/podtemplates.md)."""
     desired_state: Literal["active", "terminated"] = "active"
     """Set to terminated to end the task (Batch's terminate task)."""
     reactivate_request_id: Optional[str] = None
@@ -218,7 +228,8 @@ class TaskNodeInfo(StatusModel):
     task_root_directory: Optional[str] = None
     """The task's directory on the node ($AZ_BATCH_TASK_DIR): stdout.txt, stderr.txt, wd/."""
     affinity_id: Optional[str] = None
-    """Batch's affinity id of the node; podbatch does not write it today."""
+    """The node's affinity id (the ComputeNode's name): give it as another task's
+    affinityInfo.affinityId to prefer this node."""
 
 
 class PendingReason(StatusModel):

@@ -253,7 +253,7 @@ JOB_MANAGER = {
     **COMMON_TASK, "id": SAME, "displayName": SAME, "outputFiles": OUTPUT_FILES, "constraints": TASK_CONSTRAINTS,
     "requiredSlots": SAME, "killJobOnCompletion": SAME, "runExclusive": SAME, "allowLowPriorityNode": SAME,
     "authenticationTokenSettings": {"access": SAME},
-    "applicationPackageReferences": Drop("applicationPackageReferences: a job manager takes none in podbatch"),
+    "applicationPackageReferences": APP_PACKAGES,
 }
 JOB_PREPARATION = {**COMMON_TASK, "id": SAME, "constraints": TASK_CONSTRAINTS, "waitForSuccess": SAME,
                    "rerunOnNodeRebootAfterSuccess": SAME}
@@ -271,7 +271,8 @@ POOL = {
     "certificateReferences": Drop("certificateReferences: use Secrets (resourceFiles with secretKeyRef)"),
     "applicationLicenses": Drop(f"applicationLicenses: {NO_ACCOUNT_FEATURE}"),
     "userAccounts": Drop("userAccounts: podbatch pools have no user accounts (tasks run as uid 1000, or root as admin)"),
-    "mountConfiguration": Drop("mountConfiguration: not imported; mount storage into the pods with Kubernetes volumes"),
+    "mountConfiguration": Drop("mountConfiguration: not imported (its keys and passwords belong in Secrets); write "
+                               "it with secretName as docs/podtemplates.md shows, or mount claims through spec.podTemplate"),
     "targetNodeCommunicationMode": Drop(f"targetNodeCommunicationMode: {NO_ACCOUNT_FEATURE}"),
     "upgradePolicy": Drop("upgradePolicy: the cluster upgrades its Nodes"),
     "resourceTags": Drop(f"resourceTags: {NO_ACCOUNT_FEATURE}"),

@@ -212,12 +212,21 @@ def cmd_apply(args: argparse.Namespace, out=None) -> int:
     # Pools before jobs before tasks, other kinds (namespaces, config) first of all.
     order = {"Namespace": -2, "Pool": 0, "ComputeNode": 1, "Job": 2, "JobSchedule": 3, "Task": 4}
     conflicts = []
+    jobs: dict[str, dict | None] = {}   # Job name -> the Job (applied now, or read), for Tasks' owner
     for m in sorted(docs, key=lambda m: order.get(m.kind, -1)):
+        body = m.body
+        if m.kind == "Task":
+            job_name = (body.get("spec") or {}).get("jobName")
+            if job_name and job_name not in jobs:
+                jobs[job_name] = cluster.find("Job", job_name)
+            body = with_job_owner(body, jobs.get(job_name))
         try:
-            verb, obj = cluster.apply(m.body, dry_run=args.dry_run, force_conflicts=getattr(args, "force_conflicts", False))
+            verb, obj = cluster.apply(body, dry_run=args.dry_run, force_conflicts=getattr(args, "force_conflicts", False))
         except ApplyConflict as e:   # the others are still applied, as kubectl does
             conflicts.append(str(e))
             continue
+        if m.kind == "Job" and (obj.get("metadata") or {}).get("uid"):
+            jobs[m.name] = obj
         group = (obj.get("apiVersion") or "").split("/")[0]
         kind = m.kind.lower() + (f".{group}" if "." in group else "")
         print(f"{kind}/{m.name} {verb}{' (dry run)' if args.dry_run else ''}", file=out)
@@ -225,6 +234,19 @@ def cmd_apply(args: argparse.Namespace, out=None) -> int:
         print("error: " + "\nerror: ".join(conflicts), file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def with_job_owner(task: dict, job: dict | None) -> dict:
+    """The Task with its ownerReference to its Job, as the operator would give it later: a
+    Task applied this way costs the operator no adoption write, and deleting the Job
+    deletes it at once. Unchanged when the Job is unknown or the Task names an owner Job."""
+    from podbatch.core.jobs import job_owner_uid
+    from podbatch.core.pods import owner_reference
+    if not job or not (job.get("metadata") or {}).get("uid") or job_owner_uid(task):
+        return task
+    meta = dict(task.get("metadata") or {})
+    meta["ownerReferences"] = [*(meta.get("ownerReferences") or []), owner_reference({**job, "kind": "Job"})]
+    return {**task, "metadata": meta}
 
 
 def snapshot(cluster, job_name: str) -> dict[str, Any]:

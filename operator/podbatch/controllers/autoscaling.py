@@ -5,6 +5,7 @@ on request, applied to nothing). A mixin of the engine; the pools reconciler ask
 from __future__ import annotations
 
 import json
+import logging
 
 from podbatch.controllers import clock
 from podbatch.controllers.status import body_key, now_iso
@@ -13,6 +14,7 @@ from podbatch.core import jobs as jobcore
 from podbatch.core.durations import seconds
 
 ANNOTATION_EVALUATE = "podbatch.io/evaluate"
+log = logging.getLogger("podbatch.engine")
 
 
 class Autoscaling:
@@ -25,12 +27,56 @@ class Autoscaling:
         last = samples.get("$ActiveTasks")
         if last and now - last[-1].time < self.settings.autoscale_sample_seconds:
             return
-        values = self.pool_demand(pk, members)
+        values: dict = self.pool_demand(pk, members)
+        values.update(self.pool_usage(members))
         for metric, v in values.items():
             series = samples.setdefault(metric, [])
             series.append(autoscale.Sample(time=now, value=float(v)))
             while series and now - series[0].time > self.SAMPLE_KEEP:
                 series.pop(0)
+
+    METRICS_RETRY = 300.0   # a cluster without metrics-server is asked again this often
+
+    async def refresh_node_metrics(self) -> None:
+        """metrics-server's node usage, read once per sample period (only while some pool
+        has a formula); None where the cluster does not serve metrics.k8s.io."""
+        now = clock.monotonic()
+        if now < getattr(self, "_metrics_due", 0.0) or not any(p["spec"].get("enableAutoScale")
+                                                                for p in self.store.pools.values()):
+            return
+        try:
+            items = await self.ex.node_metrics()
+        except Exception as e:   # the next period tries again; formulas reading usage see no new sample
+            log.warning("reading node metrics failed: %s", str(e)[:300])
+            items = None
+        if items is None:
+            self._node_usage = {}
+            self._metrics_due = now + self.METRICS_RETRY
+            return
+        self._node_usage = {m["metadata"]["name"]: resources.amounts(m.get("usage")) for m in items}
+        self._metrics_due = now + self.settings.autoscale_sample_seconds
+
+    def pool_usage(self, members: list[dict]) -> dict[str, float]:
+        """Batch's resource metrics of a pool from metrics-server: $CPUPercent (average CPU use
+        of its nodes, percent of allocatable), $MemoryBytes (average memory used per node, in
+        megabytes, as Batch counts it) and $SampleNodeCount (nodes that reported). Nothing when
+        no node of the pool reported: a formula reading them then fails with MissingMetric."""
+        usage = getattr(self, "_node_usage", {})
+        cpu, mem = [], []
+        for m in members:
+            used = usage.get(m["metadata"]["name"])
+            alloc = resources.amounts((m.get("status") or {}).get("allocatable"))
+            if used is None:
+                continue
+            if alloc.get("cpu"):
+                cpu.append(100.0 * used.get("cpu", 0) / alloc["cpu"])
+            mem.append(used.get("memory", 0) / 2 ** 20)
+        if not mem:
+            return {}
+        out = {"$MemoryBytes": sum(mem) / len(mem), "$SampleNodeCount": len(mem)}
+        if cpu:
+            out["$CPUPercent"] = sum(cpu) / len(cpu)
+        return out
 
     def pool_demand(self, pk: str, members: list[dict]) -> dict[str, int]:
         """The pool's task metrics as Batch counts them. $ActiveTasks: tasks ready to run (their

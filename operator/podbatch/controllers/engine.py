@@ -147,6 +147,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
                 dirty_jobs.add(name)
             elif kind == "bind" and name in s.tasks:   # its pool plans again
                 dirty_jobs.add(key(name.split("/", 1)[0], s.tasks[name]["spec"].get("jobName", "")))
+        await self.refresh_node_metrics()
         for pk in list(s.pools):   # pools are few: every pass (timers, autoscale, resize)
             if not self.ex.backoff.waiting(f"pool:{pk}"):
                 await self._safely(f"pool:{pk}", self.reconcile_pool(s.pools[pk]))

@@ -260,6 +260,9 @@ class Executor:
     async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
         return await self.kube.pod_log_tail(ns, name, container, lines)
 
+    async def node_metrics(self) -> list[dict] | None:
+        return await self.kube.node_metrics()
+
     # --- events ------------------------------------------------------------------------
     def event(self, body: dict, etype: str, reason: str, message: str) -> None:
         """Post a Kubernetes Event about an object in the background (best effort; a

@@ -245,6 +245,18 @@ class Kube:
         return await self._call("patch", "machines", self.custom.patch_namespaced_custom_object(
             CAPI_GROUP, CAPI_VERSION, ns, "machines", name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
 
+    async def node_metrics(self) -> list[dict] | None:
+        """metrics-server's NodeMetrics (metrics.k8s.io/v1beta1 nodes), or None where the
+        cluster does not serve that API."""
+        try:
+            res = await self._call("list", "nodemetrics", self.custom.list_cluster_custom_object(
+                "metrics.k8s.io", "v1beta1", "nodes", _preload_content=False), ok=(404, 503))
+        except ApiException as e:
+            if e.status == 403:
+                return None
+            raise
+        return None if res is None else res.get("items", [])
+
     async def pod_log_tail(self, ns: str, name: str, container: str, lines: int = 20) -> str:
         try:
             async with self.sem:

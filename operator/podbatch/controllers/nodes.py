@@ -150,8 +150,9 @@ class Nodes:
                     if failed_for_good and not info.get("stderrTail"):
                         tail = await self.ex.pod_log_tail(ns, rec.view.name, "start-task")
                         new_info["stderrTail"] = tail[-1000:]
-                        new_info["failureInfo"] = {"category": "usererror", "code": "FailureExitCode",
-                                                   "message": f"The start task exited with code {rec.view.exit_code}"}
+                        new_info["failureInfo"] = rec.view.preprocessing_failure or {   # e.g. a pool's package missing
+                            "category": "usererror", "code": "FailureExitCode",
+                            "message": f"The start task exited with code {rec.view.exit_code}"}
                         plan.append(A.Event(c, "Warning", "StartTaskFailed",
                                             f"start task exited {rec.view.exit_code} on {spec['nodeName']}"))
                     info = {**info, **{k: v for k, v in new_info.items() if v is not None}}

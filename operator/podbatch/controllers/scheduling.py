@@ -84,7 +84,8 @@ class Scheduling:
                     dedicated_only=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
                     and not (j["spec"].get("jobManagerTask") or {}).get("allowLowPriorityNode", True),
                     run_exclusive=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
-                    and (j["spec"].get("jobManagerTask") or {}).get("runExclusive", True)))
+                    and (j["spec"].get("jobManagerTask") or {}).get("runExclusive", True),
+                    affinity=_affinity(t)))
             jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
                                          # the spec counts at once: no task starts after a terminate or
                                          # disable was asked, even before the job's status says so
@@ -108,8 +109,7 @@ class Scheduling:
                 for ck, (state, schedulable, c) in node_view.items():
                     if c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] != pk:
                         continue
-                    running = tuple((t, self._job_priority(t), int(s.tasks[t]["spec"].get("requiredSlots", 1)))
-                                    for t in sorted(self._inflight.get(ck, ())) if t in s.tasks)
+                    running = tuple(self._running_entry(t) for t in sorted(self._inflight.get(ck, ())) if t in s.tasks)
                     allocatable, free = self._node_resources(c, running)
                     nodes.append(scheduler.NodeView(name=ck, pool=pk, slots_total=int(pool["spec"].get("taskSlotsPerNode", 1)),
                                                     slots_used=sum(r[2] for r in running), schedulable=schedulable,
@@ -163,7 +163,7 @@ class Scheduling:
         if not alloc:
             return None, None
         allocatable = resources.amounts(alloc)
-        used = [resources.task_requests(self.store.tasks[t]["spec"]) for t, _, _ in running if t in self.store.tasks]
+        used = [resources.task_requests(self.store.tasks[t]["spec"]) for t, *_ in running if t in self.store.tasks]
         free = resources.left(allocatable, used)
         until, resource = self._rejected.get(c["spec"]["nodeName"], (0.0, ""))
         if clock.monotonic() < until:
@@ -193,10 +193,13 @@ class Scheduling:
     def _pools_of_cnodes(self, cnodes: set[str]) -> set[str]:
         return {self._cnode_pool[c] for c in cnodes if c in self._cnode_pool}
 
-    def _job_priority(self, tk: str) -> int:
+    def _running_entry(self, tk: str) -> tuple[str, int, int, bool]:
+        """A task running on a node as the scheduler weighs it for a job manager's preemption:
+        (task, its job's priority, its slots, whether its job set allowTaskPreemption)."""
         t = self.store.tasks[tk]
-        j = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
-        return int(j["spec"].get("priority", 0)) if j else 0
+        j = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", ""))) or {"spec": {}}
+        return (tk, int(j["spec"].get("priority", 0)), int(t["spec"].get("requiredSlots", 1)),
+                bool(j["spec"].get("allowTaskPreemption", False)))
 
     def _set_pending(self, tk: str, reason: dict) -> list:
         """The plan writing why a task waits (once it has waited PENDING_REASON_AFTER)."""
@@ -236,7 +239,7 @@ class Scheduling:
                "executionInfo": {"retryCount": info.get("retryCount", 0), "requeueCount": info.get("requeueCount", 0)},
                "podName": naming.task_pod_name(t["metadata"]["name"], attempt), "pendingReason": None,
                "nodeInfo": {"poolId": pool["metadata"]["name"], "nodeId": c["metadata"]["name"],
-                            "nodeName": c["spec"]["nodeName"],
+                            "nodeName": c["spec"]["nodeName"], "affinityId": c["metadata"]["name"],
                             "taskRootDirectory": f"{root}/workitems/{t['spec']['jobName']}/job-1/{tid}"},
                "subtasks": [{"id": i, "state": PREPARING, "nodeName": s.cnodes[n]["metadata"]["name"],
                              "podName": naming.task_pod_name(t["metadata"]["name"], attempt) if i == 0
@@ -265,6 +268,12 @@ def _order(c: dict) -> int:
     name = c["metadata"]["name"]
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else hash(name) % 100000
+
+
+def _affinity(t: dict) -> str | None:
+    """The compute node (store key) a task prefers (Batch's affinityInfo.affinityId), if any."""
+    name = (t["spec"].get("affinityInfo") or {}).get("affinityId")
+    return key(t["metadata"]["namespace"], name) if name else None
 
 
 def _seq(t: dict, fallback: int) -> int:

@@ -46,12 +46,20 @@ class SpecialTasks:
         handled = (c.get("status") or {}).get("handledRequests") or {}
         return naming.boot_token(f"{handled.get('reboot', '')}|{handled.get('reimage', '')}".strip("|") or None)
 
+    def _prep_boot(self, c: dict, prep: dict) -> str:
+        """The boot a preparation task's run belongs to: every reboot and reimage, or with
+        rerunOnNodeRebootAfterSuccess false only reimages (a reimage wipes the node's
+        directories, so Batch runs the preparation task again after one in any case)."""
+        if prep.get("rerunOnNodeRebootAfterSuccess", True):
+            return self._boot_of(c)
+        return naming.boot_token(((c.get("status") or {}).get("handledRequests") or {}).get("reimage"))
+
     def prep_state(self, job: dict, c: dict) -> tuple[str, int, PodRecord | None]:
         """(state, retry, pod) of the job's preparation task on a node: none | pending | succeeded | failed | retry."""
         prep = job["spec"].get("jobPreparationTask")
         if not prep:
             return "none", 0, None
-        boot = self._boot_of(c) if prep.get("rerunOnNodeRebootAfterSuccess", True) else "0"
+        boot = self._prep_boot(c, prep)
         jk = key(job["metadata"]["namespace"], job["metadata"]["name"])
         mine = [(name, rec) for name, rec in self.prep_pods_of(jk).get(naming.label_value(c["metadata"]["name"]), [])
                 if rec.boot == boot]
@@ -73,7 +81,7 @@ class SpecialTasks:
         if state in ("missing", "retry"):
             prep = job["spec"]["jobPreparationTask"]
             nxt = 0 if state == "missing" else retry + 1
-            boot = self._boot_of(c) if prep.get("rerunOnNodeRebootAfterSuccess", True) else "0"
+            boot = self._prep_boot(c, prep)
             return "pending", await self._special_pod_plan(
                 job, c, pool, "jobprep", prep, naming.jobprep_pod_name(job["metadata"]["name"], c["metadata"]["name"], boot, nxt),
                 annotations={"podbatch.io/boot": boot})
@@ -164,7 +172,8 @@ class SpecialTasks:
         if "job" in ((jm.get("authenticationTokenSettings") or {}).get("access") or []):
             plan.append(A.EnsureAccount(ns, f"{name}-jobmanager", pods.owner_reference(job), JM_ROLE_RULES))
         spec = {k: v for k, v in jm.items() if k in ("id", "displayName", "commandLine", "containerSettings", "resourceFiles",
-                                                       "outputFiles", "environmentSettings", "constraints", "requiredSlots", "userIdentity")}
+                                                       "outputFiles", "environmentSettings", "constraints", "requiredSlots", "userIdentity",
+                                                       "applicationPackageReferences")}
         return plan + [A.CreateObject("tasks", ns, {
             "apiVersion": API_VERSION, "kind": "Task",
             "metadata": {"name": tname, "namespace": ns, "labels": {naming.LABEL_JOB_MANAGER: "true"},

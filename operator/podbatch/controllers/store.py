@@ -65,6 +65,8 @@ class Store:
         self.tasks: dict[str, dict] = {}
         self.pods: dict[str, PodRecord] = {}
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
+        self.tasks_by_id: dict[tuple[str, str], set[str]] = defaultdict(set)   # (job key, Batch task id) -> tasks
+        self._task_id: dict[str, tuple[str, str]] = {}   # task -> its (job key, Batch task id) in tasks_by_id
         self.prep_pods: dict[str, set[str]] = defaultdict(set)   # cnode key -> nodeprep pod keys
         self.job_pods: dict[str, set[str]] = defaultdict(set)    # job key -> its preparation and release pod keys
         self.placeholders: dict[str, set[str]] = defaultdict(set)   # pool key -> its placeholder pod keys (autoscaler)
@@ -139,6 +141,19 @@ class Store:
             for ck in nodes:
                 self.inflight[ck].add(k)
 
+    def _index_id(self, k: str, job_and_id: tuple[str, str] | None) -> None:
+        """Keep tasks_by_id exact: which tasks of a job carry a Batch task id (one, unless a
+        duplicate was applied; the engine refuses all but the first)."""
+        old = self._task_id.pop(k, None)
+        if old is not None and old != job_and_id:
+            holders = self.tasks_by_id[old]
+            holders.discard(k)
+            if not holders:
+                del self.tasks_by_id[old]
+        if job_and_id is not None:
+            self._task_id[k] = job_and_id
+            self.tasks_by_id[job_and_id].add(k)
+
     # --- podbatch kinds ---------------------------------------------------------
     def _upsert(self, table: dict, body: dict, deleted: bool, kind: str) -> str:
         k = body_key(body)
@@ -185,10 +200,12 @@ class Store:
                 return   # the delete of an earlier Task of this name; a newer one is here
             self.tasks.pop(k, None)
             self.tasks_by_job[job].discard(k)
+            self._index_id(k, None)
             self._index_task(k, job, None)
             self._tombstone("tasks", k, _rv(body))
         elif self._put(self.tasks, k, body, "tasks"):
             self.tasks_by_job[job].add(k)
+            self._index_id(k, (job, body["spec"].get("id") or body["metadata"]["name"]))
             self._index_task(k, job, body)
         self.dirty_tasks.add(k)
         if not quiet:

@@ -13,7 +13,7 @@ from podbatch.controllers import clock
 from podbatch.controllers.status import CLEANUP_STUCK, condition, initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
 from podbatch.core import files as rfiles
-from podbatch.core import naming, pods
+from podbatch.core import naming, pods, taskids
 from podbatch.core.durations import seconds
 from podbatch.core.jobs import job_owner_uid
 from podbatch.core.nodes import node_lost
@@ -188,8 +188,14 @@ class Tasks:
             # binding (or its pending reason), which saves one API write per task.
             touched_jobs.add(jk)
             invalid = self._validate(t)
-            return [A.WriteStatus("tasks", t, with_task_conditions(
-                t, initial_status(now), invalid=f"{invalid}. Fix the Task and apply it again."))] if invalid else []
+            if invalid:
+                return [A.WriteStatus("tasks", t, with_task_conditions(
+                    t, initial_status(now), invalid=f"{invalid}. Fix the Task and apply it again."))]
+            taken = taskids.id_conflict(t, job, (s.tasks[k] for k in s.tasks_by_id.get((jk, taskids.task_id(t)), ())))
+            if taken:   # two Tasks of a job with one id would share a directory: only the first runs
+                return [A.WriteStatus("tasks", t, with_task_conditions(t, initial_status(now), invalid=taken)),
+                        A.Event(t, "Warning", "InvalidSpec", taken)]
+            return []
         if t["spec"].get("desiredState") == "terminated" and state != COMPLETED:
             touched_jobs.add(jk)
             new = complete(st, now=now, exit_code=None, result="failure", failure={

@@ -87,7 +87,8 @@ class JobStep:
 
 
 def job_step(f: JobFacts) -> JobStep:
-    """The next job state. Completed and deleting are final."""
+    """The next job state. Completed is final (a Job being deleted is not stepped: its tasks
+    stop and go with it)."""
     s = f.state or "active"
     if s == "completed":
         return JobStep("completed")

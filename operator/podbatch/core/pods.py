@@ -9,6 +9,9 @@ Batch semantics kept here:
   volumes mounted at the same path inside the pod as on the node.
 - Pods pass the `restricted` Pod Security Standard except for those hostPath volumes
   (and the root init container of the node-preparation pod that creates the directories).
+- Pod templates of the pool, the job and the task, the pool's mountConfiguration and
+  application packages are added last (`_with_templates`, core/podtemplates.py,
+  core/apppackages.py); podbatch's own fields win.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podbatch import GROUP
-from podbatch.core import files, naming
+from podbatch.core import apppackages, files, naming, podtemplates
 from podbatch.core.durations import seconds
 
 NONADMIN_UID = 1000
@@ -44,6 +47,8 @@ NONADMIN_UID = 1000
 # command that handles or defaults it and as SIGTERM to one that (still) ignores it.
 # Its state is in pb_* variables: the first stop signal and its exit code, the last
 # signal, a count of signals, the process groups started and those last signalled.
+# With sidecars (PODBATCH_RUN_DIR, core/podtemplates.py) it keeps a heartbeat there while
+# it runs and writes `done` when it exits; the sidecars' wrappers stop them on either sign.
 TASK_WRAPPER = r'''
 pb_sig=; pb_code=; pb_last=; pb_count=0; pb_groups=; pb_told=
 pb_kill() {
@@ -66,6 +71,10 @@ pb_run() {
   pb_wait $pb_q
 }
 pb_grp=; ! command -v setsid >/dev/null 2>&1 || pb_grp=-
+if [ -n "$PODBATCH_RUN_DIR" ]; then
+  (n=0; while :; do n=$((n+1)); echo $n >"$PODBATCH_RUN_DIR/alive"; "$PODBATCH_RUN_DIR/bin/sleep" 2; done) </dev/null >/dev/null 2>&1 & pb_hb=$!
+  trap 'kill $pb_hb 2>/dev/null; : >"$PODBATCH_RUN_DIR/done"' EXIT
+fi
 if [ -n "$PODBATCH_HOSTS_FILE" ]; then
   while [ -z "$pb_sig" ] && [ ! -s "$PODBATCH_HOSTS_FILE" ]; do sleep 0.2 2>/dev/null || sleep 1; done
   [ -z "$pb_sig" ] || exit $pb_code
@@ -138,11 +147,16 @@ def node_env(p: Placement) -> dict[str, str]:
     }
 
 
-def _env_list(*maps: dict[str, str]) -> list[dict[str, str]]:
-    merged: dict[str, str] = {}
-    for m in maps:
-        merged.update(m)
-    return [{"name": k, "value": str(v)} for k, v in merged.items()]
+def _env_list(*layers: dict[str, str] | list[dict]) -> list[dict]:
+    """Env entries, a later layer's variable over an earlier one's: a layer is a
+    name -> value map or a list of Kubernetes env entries (a template's, maybe valueFrom)."""
+    merged: dict[str, dict] = {}
+    for layer in layers:
+        if isinstance(layer, dict):
+            merged.update({k: {"name": k, "value": str(v)} for k, v in layer.items()})
+        else:
+            merged.update({e["name"]: e for e in layer})
+    return list(merged.values())
 
 
 def _settings(items: list[dict] | None) -> dict[str, str]:
@@ -212,8 +226,12 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
         "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
         "AZ_BATCH_TASK_RETRY_COUNT": str(((task.get("status") or {}).get("executionInfo") or {}).get("retryCount", 0)),
     }
-    env = _env_list(_settings(job["spec"].get("commonEnvironmentSettings")),
-                    _settings(spec.get("environmentSettings")), extra_env or {}, batch_env)
+    templates = podtemplates.leveled(pool_spec, job["spec"], spec)
+    pkgs = apppackages.packages(pool_spec.get("applicationPackageReferences"), spec.get("applicationPackageReferences"))
+    batch_env.update({apppackages.env_name(p.app, p.version): f"{root}/applications/{p.dir_name}" for p in pkgs})
+    env = _env_list(podtemplates.template_env(templates, "pool"), _settings(job["spec"].get("commonEnvironmentSettings")),
+                    podtemplates.template_env(templates, "job"), _settings(spec.get("environmentSettings")),
+                    podtemplates.template_env(templates, "task"), extra_env or {}, batch_env)
     container = spec.get("containerSettings") or {}
     image = container.get("imageName") or pool_spec.get("image") or "busybox"
     vol, mount = _node_volume(placement)
@@ -284,6 +302,43 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
     }
     if owner:
         pod["metadata"]["ownerReferences"] = [owner]
+    return _with_templates(pod, templates=templates, pkgs=pkgs, main="task", placement=placement, pool_spec=pool_spec,
+                           node_mount=mount, tools_image=tools_image)
+
+
+def _with_templates(pod: dict, *, templates: list[tuple[str, dict]], pkgs: list, main: str, placement: Placement,
+                    pool_spec: dict, node_mount: dict, tools_image: str) -> dict:
+    """The pod with the pool's mountConfiguration, the templates and the application
+    packages added, and podbatch's setup init container when they need one (first, after
+    the node-directories container of a node-preparation pod)."""
+    if not templates and not pkgs and not pool_spec.get("mountConfiguration"):
+        return pod   # the common case, at no cost
+    root = node_root_dir(placement)
+    security = next(c for c in pod["spec"]["containers"] if c["name"] == main)["securityContext"]
+    pull = pool_spec.get("imagePullPolicy", "IfNotPresent")
+    mc_vols, mc_mounts = podtemplates.mount_configuration_volumes(pool_spec.get("mountConfiguration"), mounts_dir=f"{root}/fsmounts")
+    lines: list[str] = []
+    clash = podtemplates.find_conflicts(templates, pod=pod, node_root=root, extra_volumes=mc_vols)
+    if clash:   # built without the templates; its setup fails at once with why
+        lines.append(podtemplates.fail_line("PodTemplateConflict", "; ".join(clash)))
+        templates = []
+    pkg = apppackages.plan(pkgs, node_root=root, node_mount=node_mount, security=security, image_pull_policy=pull)
+    pod = podtemplates.merge(pod, templates, main=main, security=security, image_pull_policy=pull,
+                             extra_volumes=mc_vols, extra_mounts=mc_mounts)
+    run = podtemplates.needs_run_dir(templates) or pkg.needs_run_dir
+    mounts = [node_mount]
+    if run:
+        lines.append(podtemplates.RUN_SETUP)
+        mounts.append({"name": podtemplates.RUN_VOLUME, "mountPath": podtemplates.RUN_DIR})
+    lines += pkg.setup_lines
+    if not lines:
+        return pod
+    spec = pod["spec"]
+    spec["volumes"] = [*spec.get("volumes", []), *pkg.volumes, *([podtemplates.run_dir_volume()] if run else [])]
+    setup = podtemplates.setup_container(lines, tools_image=tools_image, security=security, mounts=mounts + pkg.setup_mounts)
+    inits = spec.get("initContainers", [])
+    at = 1 if inits and inits[0]["name"] == "node-directories" else 0
+    spec["initContainers"] = [*inits[:at], setup, *pkg.init_containers, *inits[at:]]
     return pod
 
 
@@ -310,6 +365,10 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
         "volumeMounts": [mount],
         "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False},
     }
+    # the pool's template and packages apply to a start task (a pod without one only makes the directories)
+    templates = podtemplates.leveled(pool_spec) if start.get("commandLine") else []
+    pkgs = apppackages.packages(pool_spec.get("applicationPackageReferences")) if start.get("commandLine") else []
+    batch_env.update({apppackages.env_name(p.app, p.version): f"{root}/applications/{p.dir_name}" for p in pkgs})
     if start.get("commandLine"):
         container = start.get("containerSettings") or {}
         argv = split_command_line(start["commandLine"])
@@ -318,7 +377,7 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
             "image": container.get("imageName") or pool_spec.get("image") or "busybox",
             "imagePullPolicy": pool_spec.get("imagePullPolicy", "IfNotPresent"),
             "command": ["/bin/sh", "-c", TASK_WRAPPER, "podbatch-start-task", *argv],
-            "env": _env_list(_settings(start.get("environmentSettings")), batch_env),
+            "env": _env_list(podtemplates.template_env(templates, "pool"), _settings(start.get("environmentSettings")), batch_env),
             "workingDir": f"{root}/startup",
             "volumeMounts": [mount],
             "securityContext": security_context(start.get("userIdentity")),
@@ -350,7 +409,10 @@ def nodeprep_pod(*, pool: dict, placement: Placement, boot: str, retry: int, wip
     }
     if owner:
         pod["metadata"]["ownerReferences"] = [owner]
-    return pod
+    if not start.get("commandLine"):
+        return pod
+    return _with_templates(pod, templates=templates, pkgs=pkgs, main="start-task", placement=placement, pool_spec=pool_spec,
+                           node_mount=mount, tools_image=tools_image)
 
 
 def cleanup_pod(*, placement: Placement, paths: list[str], name: str, tools_image: str = "busybox",

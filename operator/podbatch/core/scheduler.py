@@ -16,9 +16,10 @@ The pass, per pool (pools in key order, so the plan is deterministic):
 2. Job managers of the pool first (job priority desc, task priority desc, seq): a free
    node if one fits (run_exclusive: a node with no task at all); otherwise the running
    tasks to requeue, only from nodes whose running tasks all belong to strictly
-   lower-priority jobs, fewest requeues first. The job manager then stays pending
-   (WaitingForPreemption) with that node held for it (`reserved`); the next pass places
-   it.
+   lower-priority jobs, and only tasks of jobs that allow preemption (Batch's
+   allowTaskPreemption; run_exclusive: every task of the node must allow it), fewest
+   requeues first. The job manager then stays pending (WaitingForPreemption) with that
+   node held for it (`reserved`); the next pass places it. Nothing else preempts.
 3. Other tasks, by job priority level (desc). Within a level jobs share fairly: the next
    task always goes to the job with the fewest tasks running or bound so far (ties: the
    job whose oldest ready task is oldest, then key). With equal starting counts that is
@@ -44,6 +45,11 @@ The pass, per pool (pools in key order, so the plan is deterministic):
    WaitingForResources. Nodes whose resources are unknown (None) count slots only.
 6. Once the pool has no free slot left (or no ready node), the remaining tasks are only
    ranked, not placed: each gets a Pending with its queue position, O(1) per task.
+7. Affinity (Batch's affinityInfo, a soft locality hint): when a task's turn comes and
+   the node it names is ready, not held, and has its slots and resources, it goes there
+   whatever the fill type (a gang's primary too); otherwise the usual choice applies at
+   once: a task never waits for its node. O(1) per such task (the pool's nodes are
+   indexed by name once per pass, when the first such task comes); nothing for the others.
 
 Queue positions are 1-based per pool, in the order the tasks would be placed (job
 managers first, then the fair order above). Tasks that are not waiting in the queue
@@ -98,8 +104,9 @@ class NodeView:
     slots_used: int      # slots held by tasks already bound (running or starting)
     schedulable: bool    # state idle/running, scheduling enabled, start task ok
     order: int = 0       # stable tie-break (creation order)
-    # (task_key, job priority, slots) of running tasks, for job-manager preemption
-    running_job_priorities: tuple[tuple[str, int, int], ...] = ()
+    # (task_key, job priority, slots, its job allows preemption) of running tasks, for
+    # job-manager preemption
+    running_job_priorities: tuple[tuple[str, int, int, bool], ...] = ()
     # resources (see core/resources.py units) the node has left, and its allocatable; None: unknown
     free_resources: Mapping[str, int] | None = None
     allocatable: Mapping[str, int] | None = None
@@ -138,6 +145,7 @@ class TaskView:
     needs_prep_on: frozenset[str] | None = None  # unused by the scheduler
     requests: tuple[tuple[str, int], ...] = ()   # (resource, amount) each instance asks of its node
     dedicated_only: bool = False  # a job manager with allowLowPriorityNode false
+    affinity: str | None = None   # the node (NodeView.name) it prefers when that node has room
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +219,7 @@ class _PoolPass:
         "slots_total", "slots_used", "running", "held", "touched", "buckets", "live", "mask",
         "total_free", "max_slots", "position", "waiting_priority", "gang_holding",
         "eligible_cache", "messages", "busy_message", "res", "cap", "res_failed", "dedicated",
+        "index",
     )
 
     def __init__(self, pool: PoolView, nodes: list[NodeView], jobs: Mapping[str, JobView],
@@ -251,6 +260,7 @@ class _PoolPass:
         self.eligible_cache: dict[tuple[str, int], int] = {}   # (job, need) -> nodes a gang may use
         self.messages: dict[tuple[int, int], str] = {}          # shared pending messages
         self.busy_message = f"all task slots of pool {pool.key} are busy"
+        self.index: dict[str, int] | None = None   # node name -> index, built for the first affinity
 
     # -- node buckets -------------------------------------------------------------
 
@@ -306,8 +316,8 @@ class _PoolPass:
             found = -1
             while heap:
                 i = heapq.heappop(heap)
-                if held[i]:
-                    continue                    # stale entry of a withdrawn node
+                if held[i] or self.free[i] != f:
+                    continue                    # stale entry of a withdrawn or already taken node
                 if (blocked is not None and names[i] in blocked) or (requests and not self._fits(i, requests)) \
                         or (dedicated_only and not self.dedicated[i]):
                     aside.append(i)
@@ -331,6 +341,23 @@ class _PoolPass:
                 if not m:
                     return -1
                 f = f + 1 + (m & -m).bit_length() - 1
+
+    def _take_preferred(self, name: str, need: int, blocked: frozenset[str] | None,
+                        requests: tuple[tuple[str, int], ...] = ()) -> int:
+        """Take the node a task has an affinity to out of the buckets when it has room,
+        like _pop_best (its heap entry goes stale once its free slots change), or -1."""
+        if self.index is None:
+            self.index = {n: i for i, n in enumerate(self.names)}
+        i = self.index.get(name, -1)
+        if i < 0 or self.held[i] or self.free[i] < need or (blocked is not None and name in blocked) \
+                or (requests and not self._fits(i, requests)):
+            return -1
+        f = self.free[i]
+        self.live[f] -= 1
+        if not self.live[f]:
+            self.mask &= ~(1 << f)
+        self.total_free -= f
+        return i
 
     @staticmethod
     def _blocked(job: JobView) -> frozenset[str] | None:
@@ -456,8 +483,9 @@ class _PoolPass:
 
     def _preempt_for(self, task: TaskView, job: JobView, need: int,
                      blocked: frozenset[str] | None) -> None:
-        """Choose running tasks of strictly lower-priority jobs to requeue for a job manager."""
-        best: tuple[tuple[int, int, int], int, list[tuple[str, int, int]]] | None = None
+        """Choose running tasks of strictly lower-priority jobs that allow preemption to
+        requeue for a job manager."""
+        best: tuple[tuple[int, int, int], int, list[tuple[str, int, int, bool]]] | None = None
         for i in range(len(self.names)):
             if self.held[i] or self.touched[i] or self.slots_total[i] < need:
                 continue
@@ -465,31 +493,34 @@ class _PoolPass:
                     or not self._could_fit(i, task.requests):
                 continue
             running = self.running[i]
-            if not running or any(prio >= job.priority for _, prio, _ in running):
+            if not running or any(prio >= job.priority for _, prio, _, _ in running):
+                continue
+            victims = [r for r in running if r[3]]   # tasks of jobs with allowTaskPreemption
+            if not victims or (task.run_exclusive and len(victims) < len(running)):
                 continue
             # Room needed: `need` free slots, or (runExclusive) every used slot.
             missing = (self.slots_used[i] if task.run_exclusive else need - self.free[i])
-            chosen: list[tuple[str, int, int]] = []
-            for entry in sorted(running, key=lambda r: (-r[2], r[1], r[0])):
+            chosen: list[tuple[str, int, int, bool]] = []
+            for entry in sorted(victims, key=lambda r: (-r[2], r[1], r[0])):
                 if missing <= 0:
                     break
                 chosen.append(entry)
                 missing -= entry[2]
             if missing > 0 or not chosen:
                 continue
-            rank = (len(chosen), max(prio for _, prio, _ in chosen), i)
+            rank = (len(chosen), max(prio for _, prio, _, _ in chosen), i)
             if best is None or rank < best[0]:
                 best = (rank, i, chosen)
         if best is None:
             self._wait_for_capacity(
                 task, job,
-                f"no slot of pool {self.pool.key} fits and no node runs only tasks of jobs "
-                f"with a priority lower than {job.priority}")
+                f"no slot of pool {self.pool.key} fits, and no node can make room by requeueing tasks of jobs "
+                f"with a priority lower than {job.priority} that set allowTaskPreemption")
             return
         _, node, chosen = best
         name = self.names[node]
         self._withdraw(node)
-        for task_key, _, _ in chosen:
+        for task_key, _, _, _ in chosen:
             self.result.preemptions.append(Preemption(task_key, name, PREEMPTED_FOR_JOB_MANAGER))
         self.result.reserved[task.key] = (name,)
         if self.waiting_priority is None or job.priority > self.waiting_priority:
@@ -550,7 +581,10 @@ class _PoolPass:
                 blocked = job.prep_blocked_nodes or None
                 requests = task.requests
                 fail_key = (key if blocked is not None else "", need, requests)
-                if requests:
+                node = -1 if task.affinity is None else self._take_preferred(task.affinity, need, blocked, requests)
+                if node >= 0:
+                    pass                         # its preferred node had room (rule 7)
+                elif requests:
                     node = -1 if fail_key in self.res_failed else self._pop_best(need, blocked, requests)
                     if node < 0:
                         self.res_failed.add(fail_key)
@@ -606,11 +640,18 @@ class _PoolPass:
             return False
         if self.total_free and gang_failed.get((job.key, need), instances + 1) > instances:
             chosen: list[int] = []
+            if task.affinity is not None:
+                first = self._take_preferred(task.affinity, need, blocked, task.requests)
+                if first >= 0:
+                    self.held[first] = 1        # so that _pop_best does not choose it again
+                    chosen.append(first)
             while len(chosen) < instances:
                 node = self._pop_best(need, blocked, task.requests)
                 if node < 0:
                     break
                 chosen.append(node)
+            if chosen:
+                self.held[chosen[0]] = 0
             if len(chosen) == instances:
                 for node in chosen:
                     self.free[node] -= need

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from podbatch.core import files, naming
+from podbatch.core import files, naming, podtemplates
 
 ACTIVE, PREPARING, RUNNING, COMPLETED = "active", "preparing", "running", "completed"
 REQUEUE_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError", "NodeAffinity", "OutOfpods", "Preempting"}
@@ -56,7 +56,12 @@ def pod_view(pod: dict) -> PodView:
         t = (cs.get("state") or {}).get("terminated") or {}
         if cs.get("name") == files.RESOURCE_CONTAINER and t.get("exitCode"):
             pre = files.download_failure(t.get("message") or "", t.get("exitCode"))
-    for cs in status.get("containerStatuses") or []:
+        elif podtemplates.is_setup_container(cs.get("name", "")) and t.get("exitCode"):
+            pre = podtemplates.setup_failure(t.get("message") or "", t.get("exitCode"))
+    statuses = status.get("containerStatuses") or []
+    # with sidecars (pod templates) only podbatch's main container says how the task ended
+    mains = [cs for cs in statuses if cs.get("name") in podtemplates.MAIN_NAMES]
+    for cs in mains or statuses:
         state = cs.get("state") or {}
         if "terminated" in state:
             t = state["terminated"]
