@@ -13,6 +13,10 @@ node groups given on the command line (`--node-group NAME:LABEL=VALUE[,LABEL=VAL
 * scale-down: a Node of a group with no running pod on it and without the annotation
   `cluster-autoscaler.kubernetes.io/scale-down-disabled: "true"` for `--unneeded`
   seconds is deleted (Event ScaleDown);
+* ProvisioningRequests (autoscaling.x-k8s.io/v1beta1, class best-effort-atomic-scale-up; the
+  trimmed CRD of hack/fakeca-crds/): all of a request's nodes at once, or none (condition
+  Failed) when the group's MAX would be exceeded; then condition Provisioned. Pods that consume
+  a request are not scaled up for one by one;
 * `--fail-group NAME` makes a group's scale-ups fail (Event FailedToScaleUpGroup), as a
   cloud out of capacity would.
 
@@ -33,12 +37,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodesim import ApiError, Kube, poll, run_standalone  # noqa: E402
+from nodesim import MERGE, ApiError, Kube, poll, run_standalone  # noqa: E402
 
 log = logging.getLogger("fakeca")
 GROUP_LABEL = "sim.podbatch.io/node-group"
 SIM_TAINT = "kwok.x-k8s.io/node"
 KEEP = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+CONSUME = "autoscaling.x-k8s.io/consume-provisioning-request"
+PR_API = "/apis/autoscaling.x-k8s.io/v1beta1"
 
 
 @dataclass
@@ -105,7 +111,9 @@ class FakeClusterAutoscaler:
         pods = (await self.kube.request("GET", "/api/v1/pods", [("fieldSelector", "status.phase=Pending")]))["items"]
         nodes = (await self.kube.request("GET", "/api/v1/nodes", [("labelSelector", GROUP_LABEL)]))["items"]
         now = time.time()
-        waiting = {p["metadata"]["uid"]: p for p in pods if not (p.get("spec") or {}).get("nodeName") and _unschedulable(p)}
+        waiting = {p["metadata"]["uid"]: p for p in pods if not (p.get("spec") or {}).get("nodeName") and _unschedulable(p)
+                   and CONSUME not in (p["metadata"].get("annotations") or {})}   # those come through their request
+        await self._provisioning_requests(nodes, now)
         for group in self.groups:
             mine = [n for n in nodes if (n["metadata"].get("labels") or {}).get(GROUP_LABEL) == group.name]
             # pods that got a node, or went: no longer asking
@@ -133,6 +141,47 @@ class FakeClusterAutoscaler:
                 elif asked == 0.0 and len(mine) < group.max_size:
                     del group.asked[uid]
             await self._scale_down(mine, now)
+
+    async def _provisioning_requests(self, nodes: list[dict], now: float) -> None:
+        """best-effort-atomic-scale-up: all the request's nodes at once, or none (Failed)."""
+        try:
+            reqs = (await self.kube.request("GET", f"{PR_API}/provisioningrequests"))["items"]
+        except ApiError as e:
+            if e.status == 404:
+                return   # the API is not served (its CRD is not installed)
+            raise
+        for pr in reqs:
+            conds = {c.get("type") for c in (pr.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+            if conds & {"Provisioned", "Failed"} or now - _since(pr["metadata"].get("creationTimestamp")) < self.delay:
+                continue
+            ns, name = pr["metadata"]["namespace"], pr["metadata"]["name"]
+            count = sum(int(ps.get("count", 0)) for ps in pr["spec"].get("podSets") or [])
+            try:
+                template = await self.kube.request("GET", f"/api/v1/namespaces/{ns}/podtemplates/{name}")
+            except ApiError:
+                continue   # not created yet
+            pod = {"metadata": template["metadata"], "spec": (template.get("template") or {}).get("spec") or {}}
+            group = next((g for g in self.groups if g.serves(pod)), None)
+            if group is None or group.failing:
+                await self._settle(pr, "Failed", "NoNodeGroup" if group is None else "OutOfCapacity",
+                                   "no node group can hold these pods" if group is None else f"{group.name}: out of capacity")
+                continue
+            mine = [n for n in nodes if (n["metadata"].get("labels") or {}).get(GROUP_LABEL) == group.name]
+            if len(mine) + count > group.max_size:
+                await self._settle(pr, "Failed", "MaxSizeReached", f"{count} nodes of {group.name} at once would exceed its max "
+                                   f"size {group.max_size} ({len(mine)} now): none added")
+                continue
+            for _ in range(count):
+                await self._add_node(group)
+            await self._settle(pr, "Provisioned", "Provisioned", f"{count} nodes of {group.name} added together")
+
+    async def _settle(self, pr: dict, kind: str, reason: str, message: str) -> None:
+        ns, name = pr["metadata"]["namespace"], pr["metadata"]["name"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        log.info("ProvisioningRequest %s/%s: %s (%s)", ns, name, kind, message)
+        await self.kube.request("PATCH", f"{PR_API}/namespaces/{ns}/provisioningrequests/{name}/status", body={"status": {
+            "conditions": [{"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": stamp}]}},
+            content_type=MERGE)
 
     async def _add_node(self, group: NodeGroup) -> None:
         self.serial += 1

@@ -589,6 +589,16 @@ class FakeApiServer:
         self._gate()
         return None   # no metrics API here, as on a cluster without metrics-server
 
+    async def list_provisioning_requests(self, ns: str) -> list[dict] | None:
+        self._gate()
+        return None   # no ProvisioningRequest API here
+
+    async def create_provisioning_request(self, ns: str, body: dict) -> dict | None:
+        raise AssertionError("the fake API server serves no ProvisioningRequests")
+
+    async def create_pod_template(self, ns: str, body: dict) -> dict | None:
+        raise AssertionError("the fake API server serves no PodTemplates")
+
     async def post_event(self, body: dict, etype: str, reason: str, message: str) -> None:
         if self.crashed:
             return   # best effort, as the real one: never raises

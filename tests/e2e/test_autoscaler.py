@@ -94,3 +94,45 @@ def test_a_node_the_autoscaler_cannot_bring_shows_in_resize_errors(fakeca, objec
         "targetDedicatedNodes": 1}})
     err = wait_for("a resize error", lambda: (objects.status("Pool", "nowhere").get("resizeErrors") or [None])[0], 120)
     assert "autoscaler" in err["message"] and "nodeSelector" in err["message"] or "node(s)" in err["message"], err
+
+
+@pytest.fixture()
+def provisioning_api(api_client):
+    """cluster-autoscaler's ProvisioningRequest API (the trimmed CRD of hack/fakeca-crds/),
+    served for one test, so the autoscaler provider asks for a gang's nodes atomically."""
+    from kubernetes import client
+    from podbatch.cli.kube import install_crds
+    install_crds(api_client, ROOT / "hack" / "fakeca-crds")
+    try:
+        yield
+    finally:
+        ext = client.ApiextensionsV1Api(api_client)
+        ext.delete_custom_resource_definition("provisioningrequests.autoscaling.x-k8s.io")
+        wait_for("the ProvisioningRequest API gone", lambda: "provisioningrequests.autoscaling.x-k8s.io" not in {
+            c.metadata.name for c in ext.list_custom_resource_definition().items}, 60)
+
+
+def _fakeca_log(shape: str) -> str:
+    return (LOG_DIR / f"fakeca-{shape}.log").read_text()
+
+
+def test_a_gang_is_provisioned_atomically_through_a_provisioning_request(provisioning_api, fakeca, objects, core_v1):
+    objects.create(autoscaler_pool("atom", fakeca, "$TargetDedicatedNodes = min(6, max($ActiveTasks.GetSample(1)));",
+                                   enableInterNodeCommunication=True))
+    objects.create(job("gang", "atom", onAllTasksComplete="terminatejob"))
+    objects.create(task("g", "gang", annotations=sim(2), multiInstanceSettings={"numberOfInstances": 3}))
+    st = objects.wait_state("Task", "g", "completed", 150)
+    assert st["executionInfo"]["result"] == "success" and len({x["nodeName"] for x in st["subtasks"]}) == 3
+    log = _fakeca_log(fakeca)
+    assert "Provisioned (3 nodes of" in log, log[-2000:]
+
+
+def test_a_gang_the_autoscaler_cannot_provision_whole_gets_no_node(provisioning_api, fakeca, objects, core_v1):
+    objects.create(autoscaler_pool("toobig", fakeca, "$TargetDedicatedNodes = min(8, max($ActiveTasks.GetSample(1)));",
+                                   enableInterNodeCommunication=True))
+    objects.create(job("big", "toobig"))
+    objects.create(task("g7", "big", annotations=sim(2), multiInstanceSettings={"numberOfInstances": 7}))   # the group's max is 6
+    err = wait_for("the failed request in resizeErrors", lambda: next(
+        (e for e in objects.status("Pool", "toobig").get("resizeErrors") or [] if "ProvisioningRequest" in e["message"]), None), 90)
+    assert "max size" in err["message"], err
+    assert not group_nodes(core_v1, fakeca), "a half-provisioned gang: the request is all or nothing"

@@ -139,3 +139,17 @@ def test_a_template_binding_the_pod_to_a_node_is_refused(operator, objects, core
     assert "spec.podTemplate.spec.nodeName" in events[0].message
     time.sleep(2)
     assert not core_v1.list_namespaced_pod(namespace).items   # nothing ran
+
+
+def test_a_task_pod_the_api_server_refuses_fails_the_task_with_its_message(operator, objects, core_v1, namespace):
+    """A template podbatch accepts but the API server does not (an env var reading a field no
+    pod has): the task does not stay preparing, it fails with PodRejected and the server's words."""
+    from kit import kwok_pool
+    objects.create(kwok_pool("rj", 1))
+    objects.create(job("rejected", "rj"))
+    objects.create(task("badenv", "rejected", "/bin/true", podTemplate={"spec": {"containers": [
+        {"name": "task", "env": [{"name": "WHERE", "valueFrom": {"fieldRef": {"fieldPath": "spec.noSuchField"}}}]}]}}))
+    st = objects.wait_state("Task", "badenv", "completed", 120)
+    failure = st["executionInfo"]["failureInfo"]
+    assert st["executionInfo"]["result"] == "failure" and failure["code"] == "PodRejected", failure
+    assert "noSuchField" in failure["message"] or "fieldPath" in failure["message"], failure

@@ -70,6 +70,9 @@ KUBE_CALLS: dict[str, set[Need]] = {
     "patch_node": {("", "nodes", "patch")},
     "node_names": {("", "nodes", "list")},
     "node_metrics": {("metrics.k8s.io", "nodes", "list")},
+    "list_provisioning_requests": {("autoscaling.x-k8s.io", "provisioningrequests", "list")},
+    "create_provisioning_request": {("autoscaling.x-k8s.io", "provisioningrequests", "create")},
+    "create_pod_template": {("", "podtemplates", "create")},
     "post_event": {("", "events", "create")},
     # the clusterapi provider: discovery (granted to every authenticated user by the
     # default system:discovery role), the Cluster API targets' scale, their Machines

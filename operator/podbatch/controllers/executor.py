@@ -123,7 +123,11 @@ class Executor:
         written: dict[tuple, str] = {}   # (plural, ns, name) -> resourceVersion our last write returned
         out = []
         for a in plan:
-            out.append(await self._apply_one(a, written))
+            try:
+                out.append(await self._apply_one(a, written))
+            except Exception as e:
+                e.failed_action = a   # which step failed (a pod the API server refused, …)
+                raise
         return out
 
     async def _apply_one(self, a, written: dict):
@@ -262,6 +266,18 @@ class Executor:
 
     async def node_metrics(self) -> list[dict] | None:
         return await self.kube.node_metrics()
+
+    # --- ProvisioningRequests (autoscaler provider) ----------------------------------------
+    async def list_provisioning_requests(self, ns: str) -> list[dict] | None:
+        return await self.kube.list_provisioning_requests(ns)
+
+    async def create_provisioning_request(self, ns: str, body: dict) -> dict | None:
+        self._gate()
+        return await self.kube.create_provisioning_request(ns, body)
+
+    async def create_pod_template(self, ns: str, body: dict) -> dict | None:
+        self._gate()
+        return await self.kube.create_pod_template(ns, body)
 
     # --- events ------------------------------------------------------------------------
     def event(self, body: dict, etype: str, reason: str, message: str) -> None:

@@ -74,7 +74,9 @@ class Kube:
                     return res
                 status, data = res.status, await _read(res)
                 if not 200 <= status <= 299:
-                    raise ApiException(status=status, reason=data[:300].decode(errors="replace"))
+                    err = ApiException(status=status, reason=data[:300].decode(errors="replace"))
+                    err.body = data.decode(errors="replace")   # the Status, whole: its message is shown to users
+                    raise err
                 return json.loads(data) if data else {}
             except ApiException as e:
                 if e.status in ok:
@@ -244,6 +246,22 @@ class Kube:
     async def patch_machine(self, ns: str, name: str, patch: dict) -> dict | None:
         return await self._call("patch", "machines", self.custom.patch_namespaced_custom_object(
             CAPI_GROUP, CAPI_VERSION, ns, "machines", name, patch, _content_type=MERGE, _preload_content=False), ok=(404,))
+
+    # --- ProvisioningRequests (cluster-autoscaler's atomic scale-up), where served --------
+    async def list_provisioning_requests(self, ns: str) -> list[dict] | None:
+        """The namespace's ProvisioningRequests, or None where the cluster does not serve
+        autoscaling.x-k8s.io/v1beta1."""
+        res = await self._call("list", "provisioningrequest", self.custom.list_namespaced_custom_object(
+            "autoscaling.x-k8s.io", "v1beta1", ns, "provisioningrequests", _preload_content=False), ok=(404,))
+        return None if res is None else res.get("items", [])
+
+    async def create_provisioning_request(self, ns: str, body: dict) -> dict | None:
+        return await self._call("create", "provisioningrequest", self.custom.create_namespaced_custom_object(
+            "autoscaling.x-k8s.io", "v1beta1", ns, "provisioningrequests", body, _preload_content=False), ok=(409,))
+
+    async def create_pod_template(self, ns: str, body: dict) -> dict | None:
+        return await self._call("create", "podtemplate", self.core.create_namespaced_pod_template(
+            ns, body, _preload_content=False), ok=(409,))
 
     async def node_metrics(self) -> list[dict] | None:
         """metrics-server's NodeMetrics (metrics.k8s.io/v1beta1 nodes), or None where the

@@ -153,8 +153,9 @@ class Nodes:
                         new_info["failureInfo"] = rec.view.preprocessing_failure or {   # e.g. a pool's package missing
                             "category": "usererror", "code": "FailureExitCode",
                             "message": f"The start task exited with code {rec.view.exit_code}"}
-                        plan.append(A.Event(c, "Warning", "StartTaskFailed",
-                                            f"start task exited {rec.view.exit_code} on {spec['nodeName']}"))
+                        plan.append(A.Event(c, "Warning", "StartTaskFailed", (
+                            f"start task exited {rec.view.exit_code} on {spec['nodeName']}" if rec.view.exit_code is not None
+                            else f"start task could not run on {spec['nodeName']}: {new_info['failureInfo']['message']}")[:1000]))
                     info = {**info, **{k: v for k, v in new_info.items() if v is not None}}
         since = parse_time((node_condition(knode, "Ready") or {}).get("lastTransitionTime"))
         facts = NodeFacts(exists=knode is not None, ready=ready, ever_ready=bool(status.get("lastBootTime")),

@@ -128,7 +128,7 @@ class Scheduling:
                 pending_writes.append(self._safely(f"bind:{p.task}", self._act(self._stop_tasks(
                     {p.task}, "requeue", "preempted to make room for a job manager task of a higher-priority job"))))
             for b in plan.bindings:
-                pending_writes.append(self._safely(f"bind:{b.task}", self._act(self._bind(b, pool, now))))
+                pending_writes.append(self._safely(f"bind:{b.task}", self._act_task(b.task, self._bind(b, pool, now))))
                 touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
             limit = self.settings.pending_reason_limit
             for tk, p in plan.pending.items():

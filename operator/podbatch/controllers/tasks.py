@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import logging
+
+from kubernetes_asyncio.client.rest import ApiException
 
 from podbatch import metrics
 from podbatch.controllers import actions as A
@@ -162,9 +165,35 @@ class Tasks:
     async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
         touched_jobs: set[str] = set()
         now = now_iso()
-        await asyncio.gather(*(self._safely(f"task:{tk}", self._act(self._decide_task(tk, node_view, now, touched_jobs)))
+        await asyncio.gather(*(self._safely(f"task:{tk}", self._act_task(tk, self._decide_task(tk, node_view, now, touched_jobs)))
                                for tk in dirty if not self.ex.backoff.waiting(f"task:{tk}")))
         return touched_jobs
+
+    async def _act_task(self, tk: str, decided) -> bool:
+        """Apply a task's plan. A task pod the API server refuses (400/422: an env, volume or
+        sidecar of a pod template it does not accept) would be refused again on every try: the
+        task completes with failure PodRejected and the server's message, instead of staying
+        `preparing` with the reason only in the operator's log."""
+        try:
+            return await self._act(decided)
+        except ApiException as e:
+            action = getattr(e, "failed_action", None)
+            t = self.store.tasks.get(tk)
+            if e.status not in (400, 422) or not isinstance(action, A.CreatePod) or t is None \
+                    or (action.pod["metadata"].get("labels") or {}).get(naming.LABEL_ROLE) != "task":
+                raise
+            st = t.get("status") or {}
+            if st.get("state") not in (PREPARING, RUNNING):
+                raise
+            message = f"the API server refused the task's pod {action.name}: {_api_message(e)}"
+            failure = {"category": "usererror", "code": "PodRejected", "message": message[:1000]}
+            await self.ex.apply([
+                A.WriteStatus("tasks", t, with_task_conditions(t, complete(st, now=now_iso(), exit_code=None, result="failure",
+                                                                           failure=failure))),
+                *self._stop_pods(t, self._attempt_pods(st))[0],
+                A.Event(t, "Warning", "TaskPodRejected", message[:1000])])
+            self.store.dirty_jobs.add(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
+            return True
 
     async def _decide_task(self, tk: str, node_view: dict, now: str, touched_jobs: set[str]) -> list:
         """Initialise a new task, apply retention to a completed one, or advance one in flight."""
@@ -459,6 +488,13 @@ class Tasks:
         conds = [c2 for c2 in st.get("conditions") or [] if c2.get("type") != "Retained"]
         conds.append(condition("Retained", False, "RetentionTimeExpired", message))
         return True, plan + [A.WriteStatus("tasks", t, {"conditions": conds})]
+
+
+def _api_message(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body).get("message") or e.body)
+    except (TypeError, ValueError, AttributeError):
+        return str(e.body or e.reason)
 
 
 def _count_transition(t: dict, st: dict, out: Outcome) -> None:

@@ -436,7 +436,10 @@ def pod_files(spec: dict, *, resource_files: list[dict] | None, tools_image: str
         res.main_mounts.append({"name": "podbatch-tools", "mountPath": TOOLS_DIR, "readOnly": True})
         # a static busybox and its applets for the upload step, whatever the task image has
         links = " ".join(TOOLS)
-        script = (f'b=$(command -v busybox) && cp "$b" {TOOLS_DIR}/busybox && '
+        # (busybox's own sh answers `command -v busybox` with the bare applet name: look for a path)
+        script = (f'for b in "$(command -v busybox)" /bin/busybox /usr/bin/busybox /sbin/busybox /usr/sbin/busybox; do '
+                  f'case "$b" in /*) [ -x "$b" ] && break;; esac; b=; done; '
+                  f'[ -n "$b" ] && cp "$b" {TOOLS_DIR}/busybox && '
                   f'for a in {links}; do ln -sf busybox {TOOLS_DIR}/$a; done\n') + script
         res.main_env.append({"name": "PODBATCH_UPLOAD", "value": out.script})
         res.volumes.extend(out.volumes)

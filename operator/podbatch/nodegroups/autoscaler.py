@@ -16,6 +16,7 @@ from __future__ import annotations
 from podbatch.core import naming
 from podbatch.core.durations import seconds
 from podbatch.controllers import clock
+from podbatch.nodegroups import provreq
 
 ROLE = "placeholder"
 KIND_LABEL = f"{naming.GROUP}/placeholder-for"       # dedicated | lowpriority
@@ -110,14 +111,21 @@ class AutoscalerProvider:
                     pending.append((pod_name, rec))
             for pod_name, _ in pending[want[kind]:]:
                 await self.kube.delete_pod(ns, pod_name, grace=0)      # no longer needed
-            taken = {p for p, _ in pending}
-            index = 0
-            for _ in range(want[kind] - len(pending)):
+            pending = pending[:want[kind]]
+            pending, given_up = await self._failed_requests(ns, pending, errors)
+            taken = {p for p, _ in pending + given_up}
+            index, new = 0, []
+            for _ in range(want[kind] - len(pending) - len(given_up)):
                 while placeholder_name(name, kind, index) in taken:
                     index += 1
                 taken.add(placeholder_name(name, kind, index))
-                await self.kube.create_pod(placeholder_pod(pool, kind, index, self.image, self.priority_class))
-            waiting += [rec for _, rec in pending[:want[kind]]]
+                new.append(placeholder_pod(pool, kind, index, self.image, self.priority_class))
+            if len(new) > 1 and await provreq.requests_of(self.kube, ns) is not None:
+                await provreq.ask(self.kube, ns, new)   # all of them or none: a gang is never half-provisioned
+            else:
+                for pod in new:
+                    await self.kube.create_pod(pod)
+            waiting += [rec for _, rec in pending]
         stuck = [r for r in waiting if r.view.unschedulable_since and clock.time() - r.view.unschedulable_since > PENDING_REPORT_AFTER]
         if stuck:
             limit = seconds(pool["spec"].get("resizeTimeout")) or 900
@@ -125,6 +133,32 @@ class AutoscalerProvider:
                           f"for up to {max(clock.time() - r.view.unschedulable_since for r in stuck):.0f}s of resizeTimeout "
                           f"{limit:.0f}s): {stuck[0].view.unschedulable[:300]}")
         return errors
+
+    async def _failed_requests(self, ns: str, pending: list, errors: list[str]) -> tuple[list, list]:
+        """Placeholders whose ProvisioningRequest the autoscaler gave up on: the failure is a
+        resize error; after RETRY_FAILED they are deleted (the request goes with them) and a
+        later pass asks again. Returns (still pending, just given up)."""
+        names = {rec.labels.get(provreq.LABEL) for _, rec in pending} - {None}
+        if not names:
+            return pending, []
+        by_name = {r["metadata"]["name"]: r for r in await provreq.requests_of(self.kube, ns) or []}
+        keep, gone = [], []
+        for pod_name, rec in pending:
+            failed = provreq.failure(by_name.get(rec.labels.get(provreq.LABEL, "")))
+            if failed is None:
+                keep.append((pod_name, rec))
+                continue
+            message, since = failed
+            if since > provreq.RETRY_FAILED:
+                await self.kube.delete_pod(ns, pod_name, grace=0)
+                gone.append((pod_name, rec))
+            else:
+                keep.append((pod_name, rec))
+            said = (f"the cluster's autoscaler could not provision the nodes asked for together "
+                    f"(ProvisioningRequest {rec.labels.get(provreq.LABEL)}): {message[:300]}")
+            if said not in errors:
+                errors.append(said)
+        return keep, gone
 
     async def release(self, pool, node) -> None:
         """Hand the node back to the autoscaler: an empty node it will remove."""
