@@ -113,3 +113,21 @@ def test_cpu_and_memory_of_the_pools_nodes_reach_the_formula(operator, objects, 
     finally:
         for name in nodes:
             node_metrics_api.delete_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes", name)
+
+
+def test_the_formulas_node_deallocation_option_is_what_a_shrink_applies(operator, objects):
+    from kit import job, sim, task
+    objects.create({"kind": "Pool", "metadata": {"name": "dealloc"}, "spec": {
+        "nodeGroup": {"provider": "kwok"}, "enableAutoScale": True, "autoScaleEvaluationInterval": "PT2S",
+        "nodeDeallocationOption": "requeue", "autoScaleFormula": "$TargetDedicatedNodes = 1;"}})
+    wait_for("1 node", lambda: _members(objects, "dealloc") == 1, 120)
+    objects.create(job("dj", "dealloc"))
+    objects.create(task("long", "dj", annotations=sim(8)))
+    objects.wait_state("Task", "long", "running", 60)
+    # the pool's own option says requeue; the formula says taskcompletion, and wins
+    objects.patch("Pool", "dealloc", {"spec": {"autoScaleFormula":
+                                               "$TargetDedicatedNodes = 0; $NodeDeallocationOption = taskcompletion;"}})
+    st = objects.wait_state("Task", "long", "completed", 60)
+    info = st["executionInfo"]
+    assert info["result"] == "success" and info.get("requeueCount", 0) == 0, info
+    wait_for("the node released once its task ended", lambda: _members(objects, "dealloc") == 0, 60)

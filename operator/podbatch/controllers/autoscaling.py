@@ -35,14 +35,19 @@ class Autoscaling:
             while series and now - series[0].time > self.SAMPLE_KEEP:
                 series.pop(0)
 
-    METRICS_RETRY = 300.0   # a cluster without metrics-server is asked again this often
+    METRICS_RETRY = 300.0   # a cluster without metrics-server is asked again this often (and when a formula changes)
 
     async def refresh_node_metrics(self) -> None:
         """metrics-server's node usage, read once per sample period (only while some pool
         has a formula); None where the cluster does not serve metrics.k8s.io."""
         now = clock.monotonic()
-        if now < getattr(self, "_metrics_due", 0.0) or not any(p["spec"].get("enableAutoScale")
-                                                                for p in self.store.pools.values()):
+        formulas = {(k, p["metadata"].get("generation")) for k, p in self.store.pools.items() if p["spec"].get("enableAutoScale")}
+        if not formulas:
+            return
+        if formulas - getattr(self, "_metrics_formulas", set()):
+            self._metrics_due = 0.0   # a new or changed formula may read usage: ask the cluster again now
+        self._metrics_formulas = formulas
+        if now < getattr(self, "_metrics_due", 0.0):
             return
         try:
             items = await self.ex.node_metrics()
