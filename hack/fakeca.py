@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodesim import MERGE, ApiError, Kube, poll, run_standalone  # noqa: E402
+from nodesim import MERGE, ApiError, Kube, fake_main, poll, run_standalone  # noqa: E402
 
 log = logging.getLogger("fakeca")
 GROUP_LABEL = "sim.podbatch.io/node-group"
@@ -227,19 +227,15 @@ async def amain(args: argparse.Namespace) -> int:
                                                                    args.unneeded), args.kubeconfig)
 
 
-def main(argv: Optional[list] = None) -> int:
-    ap = argparse.ArgumentParser(description="fake cluster-autoscaler: unschedulable pods -> simulated Nodes")
-    ap.add_argument("--kubeconfig", default=None, help="kubeconfig path (default $KUBECONFIG, else in-cluster)")
+def _args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--node-group", action="append", default=[], help="NAME:LABEL=VALUE[,LABEL=VALUE...]:MAX")
     ap.add_argument("--fail-group", action="append", help="a group whose scale-ups fail")
-    ap.add_argument("--interval", type=float, default=0.5, help="seconds between rounds")
     ap.add_argument("--provision-delay", type=float, default=1.0, help="seconds from a scale-up to its Node")
     ap.add_argument("--unneeded", type=float, default=5.0, help="seconds a node stays empty before it is removed")
-    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    return asyncio.run(amain(args))
+
+
+def main(argv: Optional[list] = None) -> int:
+    return fake_main("fake cluster-autoscaler: unschedulable pods -> simulated Nodes", _args, amain, argv)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import uuid
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodesim import MERGE, ApiError, Kube, poll, run_standalone  # noqa: E402
+from nodesim import MERGE, ApiError, Kube, fake_main, poll, run_standalone  # noqa: E402
 
 log = logging.getLogger("fakecapi")
 
@@ -172,17 +172,13 @@ async def amain(args: argparse.Namespace) -> int:
                                                             args.provision_delay), args.kubeconfig)
 
 
-def main(argv: Optional[list] = None) -> int:
-    ap = argparse.ArgumentParser(description="fake Cluster API: MachineDeployments -> Machines -> simulated Nodes")
-    ap.add_argument("--kubeconfig", default=None, help="kubeconfig path (default $KUBECONFIG, else in-cluster)")
+def _args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--namespace-prefix", default="", help="serve only namespaces whose name starts with this")
-    ap.add_argument("--interval", type=float, default=0.5, help="seconds between reconcile rounds")
     ap.add_argument("--provision-delay", type=float, default=0.0, help="seconds from a Machine's creation to its Node")
-    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    return asyncio.run(amain(args))
+
+
+def main(argv: Optional[list] = None) -> int:
+    return fake_main("fake Cluster API: MachineDeployments -> Machines -> simulated Nodes", _args, amain, argv)
 
 
 if __name__ == "__main__":

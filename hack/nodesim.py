@@ -931,6 +931,21 @@ async def run_standalone(make: Callable[[Kube], Any], kubeconfig: Optional[str])
     return 0
 
 
+def fake_main(description: str, add_args: Callable[[argparse.ArgumentParser], None],
+              amain: Callable[[argparse.Namespace], Any], argv: Optional[list] = None) -> int:
+    """The command line of a fake controller run alone: --kubeconfig, --interval and
+    --log-level, plus its own options (`add_args`)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--kubeconfig", default=None, help="kubeconfig path (default $KUBECONFIG, else in-cluster)")
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between reconcile rounds")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_args(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    return asyncio.run(amain(args))
+
+
 async def amain(args: argparse.Namespace) -> int:
     cfg = await client_config(args.kubeconfig)
     cfg.connection_pool_maxsize = args.concurrency + 8

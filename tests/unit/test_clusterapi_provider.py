@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from podbatch.api.pool import PoolSpec
-from podbatch.nodegroups import provider_for
+from podbatch.nodegroups import UnknownProvider, provider_for
 from podbatch.nodegroups.clusterapi import DELETE_MACHINE, ClusterApiProvider, adoptable, replicas_after_release, target_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
@@ -73,3 +73,8 @@ def test_fake_machine_set_deletes_marked_machines_first_then_the_newest():
     ms = [machine("old", created="2026-01-01T00:00:00Z"), machine("new", created="2026-01-01T00:05:00Z"),
           machine("picked", created="2026-01-01T00:00:00Z", marked=True)]
     assert [m["metadata"]["name"] for m in fakecapi.deletion_order(ms)] == ["picked", "new", "old"]
+
+
+def test_a_provider_the_schema_refuses_is_a_clear_resize_error():
+    with pytest.raises(UnknownProvider, match="upgrade the operator"):
+        provider_for({"spec": {"nodeGroup": {"provider": "gcp-magic"}}}, kube=None)

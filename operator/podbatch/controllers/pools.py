@@ -14,7 +14,7 @@ from podbatch.core import conditions
 from podbatch.core import naming, pods, removals, tenancy
 from podbatch.core.durations import seconds
 from podbatch.core.nodes import nodes_to_release
-from podbatch.nodegroups import provider_for
+from podbatch.nodegroups import UnknownProvider, provider_for
 
 
 class Pools:
@@ -67,7 +67,7 @@ class Pools:
         target = 0 if deleting else want_d + want_l
         try:
             provider = provider_for(pool, self.ex, self.settings)
-        except NotImplementedError as e:
+        except UnknownProvider as e:
             provider, errors = None, [{"code": "ProviderNotImplemented", "message": str(e)}]
         # within what a cluster admin granted the namespace? If not, the pool takes no more
         # nodes (it keeps those it has and may shrink); the condition and Event say why.

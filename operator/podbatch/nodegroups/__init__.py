@@ -22,6 +22,10 @@ class NodeGroupProvider(Protocol):
         """Give one node back (delete it, or remove podbatch's labels and taints)."""
 
 
+class UnknownProvider(ValueError):
+    """A provider the CRD's schema would refuse: only an operator older than its CRDs sees one."""
+
+
 def provider_for(pool: dict, kube, settings=None) -> NodeGroupProvider:
     kind = ((pool["spec"].get("nodeGroup") or {}).get("provider")) or "kwok"
     if kind == "autoscaler":
@@ -33,4 +37,6 @@ def provider_for(pool: dict, kube, settings=None) -> NodeGroupProvider:
         return KwokProvider(kube)
     if kind == "clusterapi":
         return ClusterApiProvider(kube)
-    raise NotImplementedError(f"node-group provider {kind!r} is not implemented")
+    raise UnknownProvider(f"node-group provider {kind!r} is not one this operator knows (kwok, static, clusterapi, "
+                          "autoscaler): the Pool CRD is newer than the operator; upgrade the operator, or fix "
+                          "spec.nodeGroup.provider")
