@@ -963,7 +963,8 @@ class Invariants:
     one-live-pod      at most one live pod per task instance (live: not Succeeded/Failed,
                       whether or not it is being deleted, or its container still runs)
     older-attempt     no pod of attempt n+1 exists while a pod of attempt <= n can still run
-    status-first      no pod of an attempt the task's status has not reached
+    status-first      no pod of an attempt the task's status has not reached (a new Task,
+                      with no status yet, is at attempt 1: its pod may record its binding)
     attempt-reused    a pod name (an attempt) is created at most once
     succeeded-twice   a task's work succeeds at most once
     completed-twice   a task's status reaches `completed` at most once
@@ -1059,7 +1060,7 @@ class Invariants:
             t = tasks.get(uid)
             if t is None:
                 continue
-            at = int((t.get("status") or {}).get("attempt", 0) or 0)
+            at = int((t.get("status") or {}).get("attempt") or 1)
             ahead = [(a, n) for a, n in pods if a > at]
             if ahead:
                 self._flag("status-first", uid, f"pod {ahead[0][1]} exists but the task's status is at attempt {at}")

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     debounce_seconds: float = Field(0.2, ge=0, le=10, description="how long changes gather before a reconcile pass")
     tick_seconds: float = Field(2.0, gt=0, le=60, description="a pass runs at least this often (timers, deadlines)")
     api_concurrency: int = Field(48, ge=1, le=1000, description="concurrent API writes")
-    pending_reason_limit: int = Field(1000, ge=0, description=(
+    pending_reason_limit: int = Field(100, ge=0, description=(
         "a waiting task's pendingReason is written only within the first N places of its pool's queue "
         "(0 = no limit): a deep queue then costs no write per task; reasons a user must fix are always written"))
     node_lost_grace_seconds: float = Field(300.0, ge=0, le=86400, description=(

@@ -24,10 +24,11 @@ local function stale(o)
   return o.status == nil or o.status.observedGeneration == nil or
     (o.metadata.generation ~= nil and o.status.observedGeneration ~= o.metadata.generation)
 end
--- A task's first status write is usually its binding: no status yet means queued.
+-- A task's first status write is its running state, its completion or its pending
+-- reason: no status yet means queued (or bound by its pod and about to run).
 local st = obj.status
 if st == nil or st.state == nil then
-  hs.status = "Progressing"; hs.message = "the task is queued"; return hs
+  hs.status = "Progressing"; hs.message = "the task is queued or starting"; return hs
 end
 if is_true(obj, "Stalled") then
   hs.status = "Degraded"; hs.message = msg(obj, "Stalled", "the task is stalled"); return hs

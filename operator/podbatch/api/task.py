@@ -286,7 +286,7 @@ class TaskStatus(StatusModel):
     """Where the current attempt runs."""
     pending_reason: Optional[PendingReason] = None
     """Why an active task is not running yet. Written when the reason changes, once the
-    task has waited 1.5 s and is within the first PODBATCH_PENDING_REASON_LIMIT (1,000)
+    task has waited 5 s and is within the first PODBATCH_PENDING_REASON_LIMIT (100)
     places of its pool's queue; reasons only the user can fix at once."""
     attempt: int = 0
     """Number of the current (or last) pod attempt, from 1."""

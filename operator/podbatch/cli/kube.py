@@ -13,7 +13,7 @@ import yaml
 
 from podbatch import GROUP, VERSION
 from podbatch.api import KINDS
-from podbatch.core import naming
+from podbatch.core import binding, naming
 
 FIELD_MANAGER = "kubectl-podbatch"
 REPO = Path(__file__).resolve().parents[3]
@@ -156,11 +156,36 @@ class Cluster:
         from kubernetes.client.rest import ApiException
         try:
             kw = {"label_selector": label_selector} if label_selector else {}
-            return self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural(kind), **kw).get("items", [])
+            items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural(kind), **kw).get("items", [])
+            return self.with_pod_bindings(items) if kind == "Task" else items
         except ApiException as e:
             if e.status == 404:
                 raise CliError(f"the {plural(kind)}.{GROUP} CRD is not installed: kubectl apply --validate=false -f crds/") from None
             raise CliError(f"listing {plural(kind)}: {api_error(e)}") from None
+
+    def with_pod_bindings(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Tasks as the operator sees them: one whose pod records its binding before its
+        status does (core/binding.py) shows that pod's node and `preparing` (`running` once
+        the pod runs), not `active`. One list of the namespace's task pods, only when needed."""
+        waiting = [t for t in tasks if binding.awaits_pod(t.get("status")) is not None]
+        if not waiting:
+            return tasks
+        sel = f"{naming.LABEL_ROLE}=task"
+        pods = {p.metadata.name: p for p in self.core.list_namespaced_pod(self.namespace, label_selector=sel).items}
+        out = []
+        for t in tasks:
+            attempt = binding.awaits_pod(t.get("status"))
+            name = naming.task_pod_name(t["metadata"]["name"], attempt) if attempt else ""
+            pod = pods.get(name)
+            b = pod and binding.parse((pod.metadata.annotations or {}).get(naming.ANNOTATION_BINDING))
+            if not b or (pod.metadata.labels or {}).get(naming.LABEL_TASK_UID) != t["metadata"].get("uid"):
+                out.append(t)
+                continue
+            st, _ = binding.bound_status(t.get("status"), name, b)
+            if (pod.status.phase or "") in ("Running", "Succeeded", "Failed"):
+                st["state"] = "running"
+            out.append({**t, "status": st})
+        return out
 
     def tasks_of(self, job: str) -> list[dict[str, Any]]:
         return [t for t in self.list("Task") if (t.get("spec") or {}).get("jobName") == job]

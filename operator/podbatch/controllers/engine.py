@@ -55,6 +55,8 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
         self._samples: dict[str, dict[str, list[autoscale.Sample]]] = {}   # pool -> metric -> samples (24 h)
         self._autoscale: dict[str, dict] = {}         # pool -> last evaluation
         self._cycles: dict[str, tuple[int, list[str] | None]] = {}   # job -> (task count, cycle)
+        self._views: dict[str, tuple] = {}            # task -> ((its rv, its job's rv), its scheduler TaskView), last pass's
+        self._unplaceable: dict[str, set[str]] = {}   # pool -> tasks the last pass found could never fit it
         self._node_written: dict[str, float] = {}     # compute node -> when its status was last written
         self._last_node_states: dict[str, tuple] = {}
         self._replan: set[str] = set()                # pools to plan again next pass (deferred pending reasons)

@@ -27,6 +27,7 @@ from podbatch import metrics
 from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.store import Store, key
+from podbatch.core import binding
 
 log = logging.getLogger("podbatch.executor")
 EVENT_GROUP_SECONDS = 600.0
@@ -138,7 +139,9 @@ class Executor:
             if k in written:
                 body = {**body, "metadata": {**meta, "resourceVersion": written[k]}}
             if isinstance(a, A.WriteStatus):
-                res = await self.patch_status(a.plural, body, a.status, precondition=a.precondition)
+                # a task bound by its pod: its first status write records the binding too
+                status = binding.with_binding(a.status, meta.get(binding.MARK)) if a.plural == "tasks" else a.status
+                res = await self.patch_status(a.plural, body, status, precondition=a.precondition)
             else:
                 res = await self.patch_object(a.plural, body, patch=a.patch, precondition=a.precondition)
             if res and res.get("metadata", {}).get("resourceVersion"):

@@ -11,7 +11,6 @@ from podbatch.core import conditions
 from podbatch.core import jobs as jobcore
 from podbatch.core import naming, pods
 from podbatch.core.durations import seconds
-from podbatch.core.tasks import PREPARING, RUNNING
 
 
 GAUGE_EVERY = 5.0
@@ -94,17 +93,8 @@ class Jobs:
         invalid = self._validate(job)
         if not invalid and status.get("state") not in ("completed", "terminating"):
             plan += self.ensure_job_manager(job)
-        counts, slots = jobcore.empty_counts(), jobcore.empty_counts()
-        running: set[str] = set()
-        for tk in s.tasks_by_job.get(jk, ()):
-            t = s.tasks.get(tk)
-            if not t or not jobcore.belongs_to(t, job):
-                continue
-            st = t.get("status") or {}
-            jobcore.add_task(counts, slots, st.get("state"), (st.get("executionInfo") or {}).get("result"),
-                             int(t["spec"].get("requiredSlots", 1)))
-            if st.get("state") in (PREPARING, RUNNING):
-                running.add(tk)
+        counts, slots = s.counts_of(jk, meta.get("uid"))   # kept by the store as tasks change: O(1) per pass
+        running = {tk for tk in s.inflight_by_job.get(jk, ()) if (t := s.task(tk)) is not None and jobcore.belongs_to(t, job)}
         pool_id = jobcore.pool_id_of(job)
         info = dict(status.get("executionInfo") or {})
         info.setdefault("startTime", meta.get("creationTimestamp"))

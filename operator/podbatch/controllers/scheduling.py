@@ -1,6 +1,7 @@
 """Scheduling: per pool, a snapshot of nodes, slots, jobs and ready tasks goes into the pure
-`core.scheduler.plan`; its bindings are written as the task's status (the decision, on
-the version read) and then its pod; waiting tasks get their pending reason. Step 4."""
+`core.scheduler.plan`; a binding is the attempt's pod, which records it (core/binding.py;
+a gang's, or one that waits for its job's preparation task, is the task's status first);
+waiting tasks get their pending reason. Step 4."""
 from __future__ import annotations
 
 import asyncio
@@ -12,24 +13,38 @@ from podbatch.controllers.status import initial_status, now_iso, parse_time, wit
 from podbatch.controllers.store import key
 from podbatch.core import deps as depcore
 from podbatch.core import jobs as jobcore
-from podbatch.core import naming, pods, resources, scheduler
+from podbatch.core import naming, pods, resources, scheduler, taskids
 from podbatch.core.tasks import ACTIVE, COMPLETED, PREPARING, RUNNING, dependency_action
 
 # A waiting task's pendingReason is written once it has waited this long: tasks bound
 # within a pass or two never cost a write for it.
-PENDING_REASON_AFTER = 1.5
+PENDING_REASON_AFTER = 5.0
 # Reasons only the user can clear: written at once, with an Event.
+# Reasons a task can never be placed until its pool's nodes change: a pass plans over such
+# tasks whatever the depth it reads a queue to (they would otherwise hide the tasks behind them).
+NEVER_FITS = {scheduler.REQUIRED_SLOTS_EXCEED_NODE, scheduler.RESOURCES_EXCEED_NODE, scheduler.JOB_PREPARATION_FAILED}
+# How many tasks past the free slots and the pending-reason places a pass reads of each job's
+# queue: room for backfill (tasks that do not fit the free nodes are passed over).
+QUEUE_MARGIN = 100
 USER_FIXABLE = {"RequiredSlotsExceedNode", "InterNodeCommunicationDisabled", "DependencyCycle", "PoolNotFound",
                 "ResourcesExceedNode"}
 
 
 class Scheduling:
-    def _ready_tasks_by_pool(self, only_pools: set[str] | None = None) -> tuple[dict[str, list], dict[str, scheduler.JobView], dict[str, dict]]:
+    def _ready_tasks_by_pool(self, only_pools: set[str] | None = None, depth: dict[str, int | None] | None = None,
+                             ) -> tuple[dict[str, list], dict[str, scheduler.JobView], dict[str, dict]]:
+        """Per pool, the ready tasks a pass plans over. `depth` (per pool): read each job's
+        queue (kept in order by the store, core/queue.py) only that many ready tasks deep: a
+        pass can bind no more than the pool's free slots, and writes pending reasons only for
+        the first PODBATCH_PENDING_REASON_LIMIT places, so the rest of a deep queue is not
+        looked at. Tasks that can never fit the pool (their pending reason says so) and tasks
+        waiting for dependencies do not count against it, so they never hide tasks behind
+        them. No `depth` (the autoscale formula's counts): every ready task."""
         s = self.store
         jobs: dict[str, scheduler.JobView] = {}
         tasks: dict[str, list] = {}
         waiting_deps: dict[str, dict] = {}
-        seq = 0
+        views, self._views = self._views, {}
         for jk, j in s.jobs.items():
             jst = j.get("status") or {}
             if jst.get("state") in ("completed", "terminating", "deleting") or j["metadata"].get("deletionTimestamp"):
@@ -40,10 +55,15 @@ class Scheduling:
                 continue
             counts = s.job_state_counts.get(jk) or {}
             running = counts.get(PREPARING, 0) + counts.get(RUNNING, 0)
-            ids = None
-            cycle = None
+            cap = None if depth is None else depth.get(pk)
+            unplaceable = self._unplaceable.get(pk, ())
+            taken = 0
             pool_body = s.pools.get(pk)
-            for tk in s.active_by_job.get(jk, ()):
+            uses_deps = bool(j["spec"].get("usesTaskDependencies"))
+            cycle = self._dependency_cycle(jk) if uses_deps else None
+            for tk in s.queues.get(jk, ()):
+                if cap is not None and taken >= cap:
+                    break
                 t = s.tasks.get(tk)
                 if not t or not jobcore.belongs_to(t, j):
                     continue
@@ -54,17 +74,14 @@ class Scheduling:
                 if t["spec"].get("desiredState") == "terminated" or st.get("stoppingPods"):
                     continue   # (the previous attempt's pods must be gone before the next is bound)
                 deps = t["spec"].get("dependsOn")
-                if deps and j["spec"].get("usesTaskDependencies"):
-                    if ids is None:
-                        ids = {(x["spec"].get("id") or x["metadata"]["name"]): x for x in (s.tasks.get(k2) for k2 in s.tasks_by_job.get(jk, ())) if x}
-                        cycle = self._dependency_cycle(jk, ids)
+                if deps and uses_deps:
                     tid = t["spec"].get("id") or t["metadata"]["name"]
                     if cycle and tid in cycle:
                         waiting_deps[tk] = {"reason": "DependencyCycle", "queuePosition": 0,
                                             "message": f"tasks {' -> '.join(cycle)} depend on each other in a cycle and can never start; "
                                                        "fix dependsOn of one of them"}
                         continue
-                    blocker = _blocking_dependency(deps, ids)
+                    blocker = _blocking_dependency(deps, lambda tid2: self._task_by_id(jk, tid2))
                     if blocker:
                         waiting_deps[tk] = {"reason": "WaitingForDependencies", "message": blocker, "queuePosition": 0}
                         continue
@@ -74,18 +91,13 @@ class Scheduling:
                                         "message": f"a multi-instance task needs a pool with enableInterNodeCommunication: true; "
                                                    f"pool {pool_id} does not have it. Use another pool or set it on this one"}
                     continue
-                seq += 1
-                tasks.setdefault(pk, []).append(scheduler.TaskView(
-                    key=tk, job=jk, required_slots=int(t["spec"].get("requiredSlots", 1)),
-                    requests=tuple(sorted(resources.task_requests(t["spec"]).items())),
-                    priority=int(t["spec"].get("priority", 0)), seq=_seq(t, seq),
-                    instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1)),
-                    is_job_manager=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true",
-                    dedicated_only=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
-                    and not (j["spec"].get("jobManagerTask") or {}).get("allowLowPriorityNode", True),
-                    run_exclusive=(t["metadata"].get("labels") or {}).get(naming.LABEL_JOB_MANAGER) == "true"
-                    and (j["spec"].get("jobManagerTask") or {}).get("runExclusive", True),
-                    affinity=_affinity(t)))
+                if tk not in unplaceable:
+                    taken += 1
+                cached = views.get(tk)
+                stamp = (t["metadata"].get("resourceVersion"), j["metadata"].get("resourceVersion"))
+                view = cached[1] if cached and cached[0] == stamp else _task_view(tk, jk, t, j)
+                self._views[tk] = (stamp, view)
+                tasks.setdefault(pk, []).append(view)
             jobs[jk] = scheduler.JobView(key=jk, pool=pk, priority=int(j["spec"].get("priority", 0)),
                                          # the spec counts at once: no task starts after a terminate or
                                          # disable was asked, even before the job's status says so
@@ -93,12 +105,40 @@ class Scheduling:
                                          and j["spec"].get("desiredState", "active") == "active",
                                          max_parallel_tasks=int(j["spec"].get("maxParallelTasks", -1)), running_tasks=running,
                                          last_bound=self._last_bound.get(jk, 0), prep_blocked_nodes=self.prep_blocked(j))
+        if depth is None:
+            self._views.update(views)   # a full read (autoscaling) keeps what the passes built
         return tasks, jobs, waiting_deps
+
+    def _task_by_id(self, jk: str, tid: str) -> dict | None:
+        """The job's task with this Batch id (the first applied, if a duplicate was refused)."""
+        holders = self.store.tasks_by_id.get((jk, tid))
+        if not holders:
+            return None
+        if len(holders) == 1:
+            return self.store.tasks.get(next(iter(holders)))
+        return taskids.holder(t for t in (self.store.tasks.get(k) for k in holders) if t)
+
+    def _queue_depth(self, pk: str, node_view: dict) -> int | None:
+        """How deep a pass reads each job's queue of pool `pk`: its free slots now, plus the
+        places that get a pending reason written, plus a margin for tasks that do not fit
+        the first free node (backfill). None (all) when pending reasons are not limited."""
+        limit = self.settings.pending_reason_limit
+        if not limit:
+            return None
+        pool = self.store.pools.get(pk)
+        per_node = int(pool["spec"].get("taskSlotsPerNode", 1)) if pool else 1
+        free = 0
+        for ck, (_, schedulable, c) in node_view.items():
+            if schedulable and c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] == pk:
+                used = sum(int(self.store.tasks[t]["spec"].get("requiredSlots", 1)) for t in self.store.inflight.get(ck, ())
+                           if t in self.store.tasks)
+                free += max(0, per_node - used)
+        return free + limit + QUEUE_MARGIN
 
     async def schedule(self, node_view: dict, pools: set[str]) -> set[str]:
         """Plan the pools whose queue, jobs or nodes changed since the last pass."""
         s = self.store
-        ready, jobs, waiting_deps = self._ready_tasks_by_pool(pools)
+        ready, jobs, waiting_deps = self._ready_tasks_by_pool(pools, {pk: self._queue_depth(pk, node_view) for pk in pools})
         touched: set[str] = set()
         now = now_iso()
         pending_writes = []
@@ -124,6 +164,7 @@ class Scheduling:
             # loop so kopf's watches keep flowing meanwhile.
             plan = scheduler.plan(snap) if len(tlist) < 2000 else await asyncio.to_thread(scheduler.plan, snap)
             metrics.SCHEDULER_PASS_SECONDS.observe(clock.monotonic() - t0)
+            self._unplaceable[pk] = {tk for tk, p in plan.pending.items() if p.reason in NEVER_FITS}
             for p in plan.preemptions:
                 pending_writes.append(self._safely(f"bind:{p.task}", self._act(self._stop_tasks(
                     {p.task}, "requeue", "preempted to make room for a job manager task of a higher-priority job"))))
@@ -170,14 +211,16 @@ class Scheduling:
             free[resource] = 0   # its kubelet just turned a pod away for this resource (tasks.py)
         return allocatable, free
 
-    def _dependency_cycle(self, jk: str, ids: dict[str, dict]) -> list[str] | None:
+    def _dependency_cycle(self, jk: str) -> list[str] | None:
         """A cycle among the job's task dependencies; recomputed only when its task set changes."""
+        members = self.store.tasks_by_job.get(jk, ())
         cached = self._cycles.get(jk)
-        if cached and cached[0] == len(ids):
+        if cached and cached[0] == len(members):
             return cached[1]
+        ids = {(x["spec"].get("id") or x["metadata"]["name"]): x for x in (self.store.tasks.get(k2) for k2 in members) if x}
         graph = {tid: depcore.wanted_ids(t["spec"].get("dependsOn")) for tid, t in ids.items()}
         cycle = depcore.find_cycle(graph)
-        self._cycles[jk] = (len(ids), cycle)
+        self._cycles[jk] = (len(members), cycle)
         if cycle:
             j = self.store.jobs.get(jk)
             if j:
@@ -224,8 +267,9 @@ class Scheduling:
         return plan
 
     async def _bind(self, b, pool: dict, now: str) -> list:
-        """The plan binding a task: its status names the node(s) and the attempt's pod(s) (the
-        decision, on the version read), then the pods are created."""
+        """The plan binding a task: the attempt's pod, which records the binding, when it can
+        be created now; otherwise (a gang, a job preparation task still to run on the node) the
+        status names the node(s) and the attempt's pod(s) first, on the version read."""
         s = self.store
         t = s.tasks[b.task]
         st = t.get("status") or {}
@@ -246,12 +290,17 @@ class Scheduling:
                              else naming.subtask_pod_name(t["metadata"]["name"], attempt, i)}
                             for i, n in enumerate(b.nodes)] if len(b.nodes) > 1 else None}
         patch = with_task_conditions(t, new)
-        plan: list = [A.WriteStatus("tasks", t, patch), A.Then("forget the wait", lambda: self._pending_since.pop(b.task, None))]
+        then = [A.Then("forget the wait", lambda: self._pending_since.pop(b.task, None)),
+                A.Then("count the binding", lambda: self._count_binding(t, pool, attempt))]
         job = s.jobs.get(key(ns, t["spec"]["jobName"]))
+        pod_plan = []
         if job:
             bound = A.with_status(t, patch)
-            plan += await self._create_task_pod(bound, bound["status"], job)
-        return plan + [A.Then("count the binding", lambda: self._count_binding(t, pool, attempt))]
+            pod_plan = await self._create_task_pod(bound, bound["status"], job)
+        if len(b.nodes) == 1 and any(isinstance(a, A.CreatePod) and a.name == new["podName"] for a in pod_plan):
+            return pod_plan + then   # the pod records the binding (core/binding.py): no status write before it
+        # a gang, or a pod that must wait (the job's preparation task): the status records it
+        return [A.WriteStatus("tasks", t, patch), *pod_plan, *then]
 
     def _count_binding(self, t: dict, pool: dict, attempt: int) -> None:
         ns = t["metadata"]["namespace"]
@@ -276,15 +325,29 @@ def _affinity(t: dict) -> str | None:
     return key(t["metadata"]["namespace"], name) if name else None
 
 
-def _seq(t: dict, fallback: int) -> int:
+def _seq(t: dict) -> int:
+    """Creation time in ms: ties (one second's tasks) go by key, as the job's queue orders them."""
     ts = parse_time(t["metadata"].get("creationTimestamp"))
-    return int(ts * 1000) * 1000 + fallback % 1000 if ts else fallback
+    return int(ts * 1000) if ts else 0
 
 
-def _blocking_dependency(deps: dict, ids: dict[str, dict]) -> str | None:
+def _task_view(tk: str, jk: str, t: dict, j: dict) -> scheduler.TaskView:
+    labels = t["metadata"].get("labels") or {}
+    manager = labels.get(naming.LABEL_JOB_MANAGER) == "true"
+    jm = j["spec"].get("jobManagerTask") or {}
+    return scheduler.TaskView(
+        key=tk, job=jk, required_slots=int(t["spec"].get("requiredSlots", 1)),
+        requests=tuple(sorted(resources.task_requests(t["spec"]).items())),
+        priority=int(t["spec"].get("priority", 0)), seq=_seq(t),
+        instances=int((t["spec"].get("multiInstanceSettings") or {}).get("numberOfInstances", 1)),
+        is_job_manager=manager, dedicated_only=manager and not jm.get("allowLowPriorityNode", True),
+        run_exclusive=manager and jm.get("runExclusive", True), affinity=_affinity(t))
+
+
+def _blocking_dependency(deps: dict, task_by_id) -> str | None:
     """Why a task may not start yet: the first dependency not satisfied, or None."""
     for tid in depcore.wanted_ids(deps):
-        t = ids.get(tid)
+        t = task_by_id(tid)
         if t is None:
             return f"task {tid} does not exist (yet)"
         st = t.get("status") or {}

@@ -16,7 +16,10 @@ import fnmatch
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
 
-from podbatch.core import naming
+from podbatch.core import binding, naming
+from podbatch.core import jobs as jobcore
+from podbatch.core.queue import JobQueue
+from podbatch.core.queue import sort_key as queue_key
 from podbatch.core.tasks import PodView, pod_view
 
 
@@ -46,6 +49,7 @@ class PodRecord:
     view: PodView
     rv: int = 0
     task: str = ""        # for a task pod: its Task's key
+    binding: dict | None = None   # for a task pod: the binding it records (core/binding.py)
 
     def owned_by(self, uid: str | None) -> bool:
         """Whether the pod belongs to the object (Task or Job) with this uid, not to an
@@ -76,6 +80,12 @@ class Store:
         self.state_counts: Counter = Counter()
         self.job_state_counts: dict[str, Counter] = defaultdict(Counter)
         self.active_by_job: dict[str, set[str]] = defaultdict(set)  # queued tasks per job
+        self.inflight_by_job: dict[str, set[str]] = defaultdict(set)  # tasks preparing/running per job
+        self.queues: dict[str, JobQueue] = defaultdict(JobQueue)      # queued tasks per job, in order (core/queue.py)
+        # a job's taskCounts and taskSlotCounts, kept as tasks change (a pass never counts a
+        # job's tasks one by one): job -> the adopting Job's uid ("" before adoption) -> counts
+        self.job_counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+        self._counted: dict[str, tuple[str, str, tuple[str, ...], int]] = {}   # task -> (job, owner, keys, slots)
         self.dirty_tasks: set[str] = set()
         self.dirty_jobs: set[str] = set()
         self.dirty_pools: set[str] = set()
@@ -124,16 +134,38 @@ class Store:
             self.state_counts[old] -= 1
             self.job_state_counts[job][old] -= 1
         self.active_by_job[job].discard(k)
+        self.inflight_by_job[job].discard(k)
+        counted = self._counted.pop(k, None)
+        if counted is not None:
+            c = self.job_counts[counted[0]][counted[1]]
+            for ck in counted[2]:
+                c[ck] -= 1
+                c["slots:" + ck] -= counted[3]
         if body is None:
+            self.queues[job].discard(k)
             return
         st = body.get("status") or {}
         state = st.get("state") or "active"
+        if state == "active":
+            meta = body["metadata"]
+            self.queues[job].add(k, queue_key(int(body["spec"].get("priority", 0)), meta.get("creationTimestamp") or "", meta["name"]))
+        else:
+            self.queues[job].discard(k)
         self.task_state[k] = state
         self.state_counts[state] += 1
         self.job_state_counts[job][state] += 1
+        counted = (job, jobcore.job_owner_uid(body) or "", jobcore.count_keys(state, (st.get("executionInfo") or {}).get("result")),
+                   int(body["spec"].get("requiredSlots", 1)))
+        self._counted[k] = counted
+        c = self.job_counts[job][counted[1]]
+        for ck in counted[2]:
+            c[ck] += 1
+            c["slots:" + ck] += counted[3]
         if state == "active":
             self.active_by_job[job].add(k)
-        elif state in ("preparing", "running") and st.get("nodeInfo"):
+        elif state in ("preparing", "running"):
+            self.inflight_by_job[job].add(k)
+        if state in ("preparing", "running") and st.get("nodeInfo"):
             ns = body["metadata"]["namespace"]
             nodes = {key(ns, st["nodeInfo"].get("nodeId", ""))}
             nodes.update(key(ns, x["nodeName"]) for x in st.get("subtasks") or [] if x.get("id", 0) and x.get("nodeName"))
@@ -206,7 +238,7 @@ class Store:
         elif self._put(self.tasks, k, body, "tasks"):
             self.tasks_by_job[job].add(k)
             self._index_id(k, (job, body["spec"].get("id") or body["metadata"]["name"]))
-            self._index_task(k, job, body)
+            self._index_task(k, job, self.task(k))
         self.dirty_tasks.add(k)
         if not quiet:
             self.dirty_jobs.add(job)
@@ -256,12 +288,14 @@ class Store:
         elif self._buried("pods", k, rv):
             return
         else:
-            self.pods[k] = PodRecord(meta["namespace"], labels, (meta.get("annotations") or {}).get("podbatch.io/boot", ""),
-                                     pod_view(body), rv)
+            annotations = meta.get("annotations") or {}
+            self.pods[k] = PodRecord(meta["namespace"], labels, annotations.get("podbatch.io/boot", ""), pod_view(body), rv,
+                                     binding=binding.parse(annotations.get(naming.ANNOTATION_BINDING)) if role == "task" else None)
         if role == "task":
             tkey = self._task_of_pod(meta, labels)
             if k in self.pods:
                 self.pods[k].task = tkey
+            self._reindex_bound(tkey)
             self.dirty_tasks.add(tkey)
         elif role in ("jobprep", "jobrelease"):
             jkey = key(meta["namespace"], labels.get(naming.LABEL_JOB, ""))
@@ -289,6 +323,56 @@ class Store:
             pool = key(meta["namespace"], labels.get(naming.LABEL_POOL, ""))
             self.dirty_pools.add(pool)
         self._touch()
+
+    # --- tasks bound by their pod (core/binding.py) --------------------------------------
+    def task(self, k: str) -> dict | None:
+        """The Task as the engine decides on it: its body, with the binding its current
+        attempt's pod records when its status does not say it yet (`preparing` on that pod's
+        node; the fields its next status write must carry under metadata[binding.MARK])."""
+        t = self.tasks.get(k)
+        if t is None:
+            return None
+        rec = self._bound_pod(t)
+        if rec is None:
+            return t
+        meta = t["metadata"]
+        effective, fields = binding.bound_status(t.get("status"), naming.task_pod_name(meta["name"], int((t.get("status") or {}).get("attempt") or 1)),
+                                                 rec.binding)
+        return {**t, "metadata": {**meta, binding.MARK: fields}, "status": effective}
+
+    def _bound_pod(self, t: dict) -> PodRecord | None:
+        attempt = binding.awaits_pod(t.get("status"))
+        if attempt is None:
+            return None
+        meta = t["metadata"]
+        rec = self.pods.get(key(meta["namespace"], naming.task_pod_name(meta["name"], attempt)))
+        if rec is None or rec.binding is None or not rec.owned_by(meta.get("uid")) \
+                or rec.labels.get(naming.LABEL_ATTEMPT) != str(attempt):
+            return None
+        return rec
+
+    def _reindex_bound(self, tk: str) -> None:
+        """A task pod came, changed or went: its Task's state may be the pod's to say."""
+        t = self.tasks.get(tk)
+        if t is None or binding.awaits_pod(t.get("status")) is None:
+            return
+        job = key(t["metadata"]["namespace"], t["spec"].get("jobName", ""))
+        before = self.task_state.get(tk)
+        self._index_task(tk, job, self.task(tk))
+        if self.task_state.get(tk) != before:
+            self.dirty_jobs.add(job)   # its counts changed (active -> preparing, or back)
+
+    def counts_of(self, jk: str, uid: str | None) -> tuple[dict[str, int], dict[str, int]]:
+        """(taskCounts, taskSlotCounts) of the Job `jk` with this uid: its adopted tasks and
+        those not adopted yet, not those an earlier Job of the same name adopted."""
+        counts, slots = jobcore.empty_counts(), jobcore.empty_counts()
+        for owner, c in (self.job_counts.get(jk) or {}).items():
+            if owner and owner != uid:
+                continue
+            for ck in counts:
+                counts[ck] += c.get(ck, 0)
+                slots[ck] += c.get("slots:" + ck, 0)
+        return counts, slots
 
     def was_deleted(self, ns: str, name: str | None) -> bool:
         """Whether this pod was seen deleted (since this process started)."""

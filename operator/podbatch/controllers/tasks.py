@@ -16,7 +16,7 @@ from podbatch.controllers import clock
 from podbatch.controllers.status import CLEANUP_STUCK, condition, initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
 from podbatch.core import files as rfiles
-from podbatch.core import naming, pods, taskids
+from podbatch.core import binding, naming, pods, taskids
 from podbatch.core.durations import seconds
 from podbatch.core.jobs import job_owner_uid
 from podbatch.core.nodes import node_lost
@@ -37,7 +37,7 @@ class Tasks:
         terminate: completed, failed. See `_stop_one`."""
         plan: list = []
         for tk in list(tasks):
-            t = self.store.tasks.get(tk)
+            t = self.store.task(tk)
             if t:
                 plan += self._stop_one(t, option, why, force)
         return plan
@@ -79,7 +79,7 @@ class Tasks:
         for pk, rec in list(self.store.pods.items()):
             if not rec.task or rec.view.deleting or rec.view.phase in ("Succeeded", "Failed"):
                 continue
-            t = self.store.tasks.get(rec.task)
+            t = self.store.task(rec.task)
             ns, name = pk.split("/", 1)
             if t is not None and rec.owned_by(t["metadata"].get("uid")):
                 st = t.get("status") or {}
@@ -178,11 +178,16 @@ class Tasks:
             return await self._act(decided)
         except ApiException as e:
             action = getattr(e, "failed_action", None)
-            t = self.store.tasks.get(tk)
+            t = self.store.task(tk)
             if e.status not in (400, 422) or not isinstance(action, A.CreatePod) or t is None \
                     or (action.pod["metadata"].get("labels") or {}).get(naming.LABEL_ROLE) != "task":
                 raise
             st = t.get("status") or {}
+            refused = binding.parse((action.pod["metadata"].get("annotations") or {}).get(naming.ANNOTATION_BINDING))
+            if st.get("state") not in (PREPARING, RUNNING) and refused and binding.awaits_pod(st) is not None:
+                # bound by this very pod, which was refused: the failure records the binding it meant
+                st, fields = binding.bound_status(st, action.name, refused)
+                t = {**t, "metadata": {**t["metadata"], binding.MARK: fields}, "status": st}
             if st.get("state") not in (PREPARING, RUNNING):
                 raise
             message = f"the API server refused the task's pod {action.name}: {_api_message(e)}"
@@ -198,7 +203,7 @@ class Tasks:
     async def _decide_task(self, tk: str, node_view: dict, now: str, touched_jobs: set[str]) -> list:
         """Initialise a new task, apply retention to a completed one, or advance one in flight."""
         s = self.store
-        t = s.tasks.get(tk)
+        t = s.task(tk)
         if not t:
             self._running_since.pop(tk, None)
             return []
@@ -379,6 +384,9 @@ class Tasks:
                                 coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
                                 resource_files=[*common, *(resource_files or [])] if idx == 0 else common,
                                 tools_image=self.settings.tools_image)
+            if idx == 0 and not gang:   # the pod records its binding (core/binding.py)
+                pod["metadata"]["annotations"][naming.ANNOTATION_BINDING] = binding.annotation(
+                    st.get("nodeInfo") or {}, st.get("stateTransitionTime") or now_iso())
             plan += self._create_pod_plan(pod)
         return plan
 

@@ -56,14 +56,18 @@ def empty_counts() -> dict[str, int]:
     return dict.fromkeys(COUNT_KEYS, 0)
 
 
-def add_task(counts: dict[str, int], slots: dict[str, int], state: str, result: str | None, required_slots: int) -> None:
+def count_keys(state: str | None, result: str | None) -> tuple[str, ...]:
+    """The taskCounts a task in this state (and, once completed, with this result) adds 1 to."""
     key = {"active": "active", "preparing": "running", "running": "running", "completed": "completed"}.get(state or "active", "active")
-    counts[key] += 1
-    slots[key] += required_slots
     if key == "completed":
-        sub = "succeeded" if result == "success" else "failed"
-        counts[sub] += 1
-        slots[sub] += required_slots
+        return key, "succeeded" if result == "success" else "failed"
+    return (key,)
+
+
+def add_task(counts: dict[str, int], slots: dict[str, int], state: str, result: str | None, required_slots: int) -> None:
+    for key in count_keys(state, result):
+        counts[key] += 1
+        slots[key] += required_slots
 
 
 @dataclass(frozen=True, slots=True)

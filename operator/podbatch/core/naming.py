@@ -17,6 +17,7 @@ LABEL_LOW_PRIORITY = f"{GROUP}/low-priority"
 ANNOTATION_FAKE_NODE = "kwok.x-k8s.io/node"
 ANNOTATION_HOST_LIST = f"{GROUP}/host-list"   # on a gang's pods: the instances' pod IPs, primary first
 ANNOTATION_REMOVALS = f"{GROUP}/removed-nodes"   # on a Pool: node removals that lower its effective target (core/removals.py)
+ANNOTATION_BINDING = f"{GROUP}/binding"   # on a task's pod: the binding it records (core/binding.py)
 TAINT_POOL = f"{GROUP}/pool"
 FINALIZER = f"{GROUP}/finalizer"
 SIM_PREFIX = "sim.podbatch.io/"

@@ -53,3 +53,8 @@ def id_conflict(task: dict, job: dict | None, same_id: Iterable[dict]) -> str | 
         return None
     return (f"task id {tid} is already used by Task {first['metadata']['name']} in job {job_name}; "
             f"delete this Task and create it again with another spec.id")
+
+
+def holder(same_id: Iterable[dict]) -> dict | None:
+    """Of the Tasks of a job with one id, the one that holds it (the others are refused)."""
+    return min((t for t in same_id if not _refused(t)), key=_rank, default=None)
