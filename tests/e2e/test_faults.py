@@ -284,6 +284,9 @@ def test_deletions_during_a_watch_gap_are_forgotten(local_cluster, operator, obj
     objects.create(job("j", "p", onAllTasksComplete="terminatejob"))
     create_tasks(objects, [task(f"t{i}", "j", annotations=sim(30)) for i in range(20)])
     wait_for("20 tasks running", lambda: counts(objects, "j").get("running") == 20, 120)
+    # their statuses name their pods once `running` is written (the pod records the binding before)
+    wait_for("20 tasks' running written", lambda: all(objects.status("Task", f"t{i}").get("state") == "running"
+                                                       for i in range(20)), 60)
     doomed, orphaned = [f"t{i}" for i in range(5)], [f"t{i}" for i in range(5, 8)]
     pod_of = {n: objects.status("Task", n)["podName"] for n in doomed + orphaned}
 

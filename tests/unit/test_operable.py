@@ -136,3 +136,17 @@ def test_a_watch_answering_404_ends_its_stream_instead_of_stopping_the_operator(
 
 async def _no_sleep(*_):
     return None
+
+
+def test_the_pod_watch_is_filtered_by_the_api_server_to_podbatchs_pods():
+    """Never a watch of every pod of the cluster: kopf sends the selector with the watch."""
+    import kopf
+    from kopf._cogs.structs import references
+
+    from podbatch.controllers.handlers import configure_kopf
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings)
+    pods = references.Resource(group="", version="v1", plural="pods", kind="Pod", singular="pod", namespaced=True)
+    nodes = references.Resource(group="", version="v1", plural="nodes", kind="Node", singular="node", namespaced=False)
+    assert list(settings.watching.label_selectors.collect(pods)) == ["podbatch.io/role"]
+    assert list(settings.watching.label_selectors.collect(nodes)) == []

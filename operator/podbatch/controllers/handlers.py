@@ -128,17 +128,25 @@ class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=body, extra_fields=extra_fields)
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_) -> None:
-    global _engine, _engine_task, _kube, _election, _election_task
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for podbatch (no I/O)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = _PoolsOnlyDiffBase(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = 2000
+    # only podbatch's pods, filtered by the API server: never a watch of every pod of the cluster
+    settings.watching.label_selectors["v1", "pods"] = naming.LABEL_ROLE
+    # (newer kopf calls these settings `queueing`, older releases `batching`)
+    (settings.queueing if hasattr(settings, "queueing") else settings.batching).worker_limit = 2000
     settings.execution.max_workers = 4
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_) -> None:
+    global _engine, _engine_task, _kube, _election, _election_task
+    configure_kopf(settings)
     kube = _kube = await Kube.connect(SETTINGS.api_concurrency)
     engine = _engine = Engine(STORE, kube, SETTINGS)
     if SETTINGS.leader_election:

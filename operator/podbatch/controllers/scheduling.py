@@ -118,6 +118,20 @@ class Scheduling:
             return self.store.tasks.get(next(iter(holders)))
         return taskids.holder(t for t in (self.store.tasks.get(k) for k in holders) if t)
 
+    def _holds_slot(self, tk: str) -> bool:
+        """Whether a task in flight still holds its slots: not once its (single) pod has ended,
+        although its completion is not written yet. The pass that writes the completion then
+        binds the next task to that slot at once, not a pass later. A gang holds its nodes
+        until its status says it ended."""
+        t = self.store.task(tk)
+        if t is None:
+            return False
+        st = t.get("status") or {}
+        if st.get("subtasks"):
+            return True
+        rec = self._own_pod(t, st.get("podName"))
+        return rec is None or rec.view.phase not in ("Succeeded", "Failed")
+
     def _queue_depth(self, pk: str, node_view: dict) -> int | None:
         """How deep a pass reads each job's queue of pool `pk`: its free slots now, plus the
         places that get a pending reason written, plus a margin for tasks that do not fit
@@ -131,7 +145,7 @@ class Scheduling:
         for ck, (_, schedulable, c) in node_view.items():
             if schedulable and c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] == pk:
                 used = sum(int(self.store.tasks[t]["spec"].get("requiredSlots", 1)) for t in self.store.inflight.get(ck, ())
-                           if t in self.store.tasks)
+                           if self._holds_slot(t))
                 free += max(0, per_node - used)
         return free + limit + QUEUE_MARGIN
 
@@ -149,7 +163,7 @@ class Scheduling:
                 for ck, (state, schedulable, c) in node_view.items():
                     if c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] != pk:
                         continue
-                    running = tuple(self._running_entry(t) for t in sorted(self._inflight.get(ck, ())) if t in s.tasks)
+                    running = tuple(self._running_entry(t) for t in sorted(self._inflight.get(ck, ())) if self._holds_slot(t))
                     allocatable, free = self._node_resources(c, running)
                     nodes.append(scheduler.NodeView(name=ck, pool=pk, slots_total=int(pool["spec"].get("taskSlotsPerNode", 1)),
                                                     slots_used=sum(r[2] for r in running), schedulable=schedulable,
