@@ -58,6 +58,7 @@ from meters import (CpuMeter, JobWatch, PodWatch, apiserver_requests, control_pl
                     free_port, operator_metrics, other_operators, proc_cpu_seconds, proc_rss_mib, raw,
                     request_delta, retrying, run_threads, wait_until)
 from steady import Steady, steady_params  # noqa: E402
+from podbatch.cli.main import with_job_owner  # noqa: E402
 from throughput_report import summary  # noqa: E402
 
 LOCAL_KUBECONFIG = Path(os.environ.get("PODBATCH_CACHE", Path.home() / ".cache/podbatch")) / "cluster/kubeconfig"
@@ -110,6 +111,7 @@ class Bench:
                  log=print) -> None:
         from kubernetes import client, config
         self.kubeconfig, self.n, self.nodes, self.slots = kubeconfig, tasks, nodes, slots
+        self._jobs: dict[str, dict] = {}   # job name -> the Job as read once (its uid, for ownerReferences)
         self.memory_tasks, self.threads, self.other_wait, self.log = memory_tasks, threads, other_wait, log
         self.phases, self.steady = phases, steady or steady_params()
         self.pool = POOL
@@ -133,6 +135,21 @@ class Bench:
         body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
         body["metadata"]["namespace"] = self.ns
         retrying(lambda: raw(self.custom.create_namespaced_custom_object, GROUP, VERSION, self.ns, plural, body))
+
+    def task(self, name: str, jname: str, **kw) -> dict:
+        """A Task of job `jname` as `kubectl podbatch apply` creates it: with its ownerReference
+        to the Job, so the operator has no adoption write to make (BENCH_TASK_OWNER=0: without,
+        as plain `kubectl apply` creates it, and the operator adopts it: one write more)."""
+        body = task(name, jname, **kw)
+        if os.environ.get("BENCH_TASK_OWNER", "1") == "0":
+            return body
+        return with_job_owner(body, self.job_of(jname))
+
+    def job_of(self, jname: str) -> dict:
+        """The Job as read once (its uid names it in its Tasks' ownerReferences)."""
+        if jname not in self._jobs:
+            self._jobs[jname] = self.get_cr("jobs", jname)
+        return self._jobs[jname]
 
     def get_cr(self, plural: str, name: str) -> dict:
         return raw(self.custom.get_namespaced_custom_object, GROUP, VERSION, self.ns, plural, name)
@@ -211,7 +228,8 @@ class Bench:
         t0 = time.monotonic()
         self.cr("jobs", job(jname, POOL, onAllTasksComplete="noaction"))
         ann = sim(0)
-        create_s = run_threads(n, self.threads, lambda i: self.cr("tasks", task(f"tp-{i:05d}", jname, annotations=ann)))
+        self.job_of(jname)
+        create_s = run_threads(n, self.threads, lambda i: self.cr("tasks", self.task(f"tp-{i:05d}", jname, annotations=ann)))
         retrying(lambda: raw(self.custom.patch_namespaced_custom_object,
                              GROUP, VERSION, self.ns, "jobs", jname, {"spec": {"onAllTasksComplete": "terminatejob"}},
                              _content_type="application/merge-patch+json"))
@@ -362,7 +380,8 @@ class Bench:
         idle_rate = (self.op_cpu() - c) / (time.monotonic() - t)   # the operator's CPU when nothing happens
         before, cpu0 = self.op_rss(), self.op_cpu()
         ann = sim(0)
-        create_s = run_threads(m, self.threads, lambda i: self.cr("tasks", task(f"mem-{i:05d}", "mem", annotations=ann)))
+        self.job_of("mem")
+        create_s = run_threads(m, self.threads, lambda i: self.cr("tasks", self.task(f"mem-{i:05d}", "mem", annotations=ann)))
         after_create = self.op_rss()
         mine = f"namespace={self.ns},pool={EMPTY_POOL},"
 
@@ -398,7 +417,7 @@ class Bench:
         settled_s = time.monotonic() - t0
         # a few more tasks, so the pool is planned again at this depth even by an operator that idles
         for k in range(3):
-            self.cr("tasks", task(f"mem-poke-{k}", "mem", annotations=ann))
+            self.cr("tasks", self.task(f"mem-poke-{k}", "mem", annotations=ann))
             time.sleep(2)
         time.sleep(2)
         passes = pass_times(opm_seen, operator_metrics(self.metrics_port))

@@ -23,7 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from kit import job, sim, task
+from kit import job, sim
 from meters import PodWatch, raw, retrying, run_threads
 
 TASK_NAME_ANNOTATION = "podbatch.io/task-name"   # on every task pod (core/pods.py)
@@ -96,10 +96,11 @@ class Steady:
             b.cr("jobs", job(jname, b.pool, onAllTasksComplete="noaction"))
             watch = PodWatch(b.core, b.ns, f"{JOB_LABEL}={jname}", key=_task_of_pod)
             ann = sim(d)
+            b.job_of(jname)
 
             def create(i: int) -> tuple:
                 name = f"{jname}-{i:05d}"
-                return name, lambda: b.cr("tasks", task(name, jname, annotations=ann))
+                return name, lambda: b.cr("tasks", b.task(name, jname, annotations=ann))
         else:
             label = f"steady-raw-{slug}"
             watch = PodWatch(b.core, b.ns, f"bench={label}")

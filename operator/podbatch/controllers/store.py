@@ -40,6 +40,30 @@ def _rv(body: dict) -> int:
 
 TOMBSTONES = 50_000   # deleted keys remembered (per kind) against late older copies
 
+# What the engine still reads of a completed Task (dependencies, retention, reactivation,
+# ids, its pods): the rest of its body (command line, files, environment, annotations, most
+# conditions) leaves memory. A change of the Task (a reactivation) brings the whole body back.
+_DONE_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "generation", "labels",
+              "ownerReferences", "deletionTimestamp")
+_DONE_SPEC = ("jobName", "id", "exitConditions", "constraints", "reactivateRequestId", "desiredState", "requiredSlots",
+              "priority", "dependsOn")
+_DONE_STATUS = ("state", "attempt", "podName", "subtasks", "nodeInfo", "executionInfo", "handledReactivateRequestId",
+                "stoppingPods", "conditions")   # (conditions whole: the retention's write rewrites the list)
+
+
+def compact_completed(body: dict) -> dict:
+    """A completed Task as the store keeps it (see _DONE_*)."""
+    st = body.get("status") or {}
+    meta = body["metadata"]
+    status = {k: st[k] for k in _DONE_STATUS if k in st}
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in _DONE_META if k in meta},
+            "spec": _done_spec(body.get("spec") or {}), "status": status}
+
+
+def _done_spec(spec: dict) -> dict:
+    return {k: spec[k] for k in _DONE_SPEC if k in spec}
+
 
 @dataclass(slots=True)
 class PodRecord:
@@ -223,7 +247,9 @@ class Store:
         # A change of status within the same state (a pending reason, a subtask's address,
         # the echo of our own write) changes neither the job's counts nor the queue: the job
         # (and so a replan of its pool over every queued task) is not woken for it.
-        quiet = (not deleted and old is not None and old.get("spec") == body.get("spec")
+        done = (body.get("status") or {}).get("state") == "completed" and not deleted
+        quiet = (not deleted and old is not None
+                 and (old.get("spec") == body.get("spec") or (done and old.get("spec") == _done_spec(body.get("spec") or {})))
                  and (old.get("status") or {}).get("state") == (body.get("status") or {}).get("state")
                  and (old.get("status") or {}).get("stoppingPods") == (body.get("status") or {}).get("stoppingPods")
                  and old["metadata"].get("deletionTimestamp") == body["metadata"].get("deletionTimestamp"))
@@ -235,7 +261,7 @@ class Store:
             self._index_id(k, None)
             self._index_task(k, job, None)
             self._tombstone("tasks", k, _rv(body))
-        elif self._put(self.tasks, k, body, "tasks"):
+        elif self._put(self.tasks, k, compact_completed(body) if done else body, "tasks"):
             self.tasks_by_job[job].add(k)
             self._index_id(k, (job, body["spec"].get("id") or body["metadata"]["name"]))
             self._index_task(k, job, self.task(k))
