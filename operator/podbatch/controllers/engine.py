@@ -160,11 +160,21 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
                                  if self._last_node_states.get(ck) != v[:2])
             changed_pools.update(self._pools_of_cnodes(set(self._last_node_states) - set(node_states)))
             self._last_node_states = node_states
-        dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
-        sched_pools = changed_pools | self._replan | self._rejections_ended() \
-            | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
-        self._replan = set()
-        dirty_jobs |= await self.schedule(node_view, sched_pools)
+        # New tasks are looked at first (their validation must come before they can be bound);
+        # the tasks in flight or done are advanced while the scheduler binds: a pass never
+        # holds new bindings back behind the writes of completions (a slot whose pod ended is
+        # free before its completion is written, Scheduling._holds_slot).
+        new = {tk for tk in dirty_tasks if not ((s.task(tk) or {}).get("status") or {}).get("state")}
+        dirty_jobs |= await self.advance_tasks(new, node_view)
+        advancing = asyncio.ensure_future(self.advance_tasks(dirty_tasks - new, node_view))
+        try:
+            sched_pools = changed_pools | self._replan | self._rejections_ended() \
+                | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs} \
+                | {self._pool_of_job(self._job_of_task(tk)) for tk in dirty_tasks - new}
+            self._replan = set()
+            dirty_jobs |= await self.schedule(node_view, sched_pools)
+        finally:
+            dirty_jobs |= await advancing
         await self.adopt_some()
         await self.expire_retention()
         await self.reconcile_schedules()
@@ -174,6 +184,10 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
         self._gauge_tasks()
 
     # ------------------------------------------------------------------ helpers
+    def _job_of_task(self, tk: str) -> str:
+        t = self.store.tasks.get(tk)
+        return key(tk.split("/", 1)[0], t["spec"].get("jobName", "")) if t else ""
+
     async def _act(self, decided) -> bool:
         """Apply a reconciler's plan (or await the decision first: some decisions read beyond
         the store, such as a storage container's listing). True once every step was applied."""

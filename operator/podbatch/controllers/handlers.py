@@ -138,6 +138,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     # only podbatch's pods, filtered by the API server: never a watch of every pod of the cluster
     settings.watching.label_selectors["v1", "pods"] = naming.LABEL_ROLE
+    settings.watching.chunk_size = 500   # kopf's initial lists in pages: no peak that grows with the task count
     # (newer kopf calls these settings `queueing`, older releases `batching`)
     (settings.queueing if hasattr(settings, "queueing") else settings.batching).worker_limit = 2000
     settings.execution.max_workers = 4

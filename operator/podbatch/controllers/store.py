@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import sys
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
 
@@ -49,6 +50,27 @@ _DONE_SPEC = ("jobName", "id", "exitConditions", "constraints", "reactivateReque
               "priority", "dependsOn")
 _DONE_STATUS = ("state", "attempt", "podName", "subtasks", "nodeInfo", "executionInfo", "handledReactivateRequestId",
                 "stoppingPods", "conditions")   # (conditions whole: the retention's write rewrites the list)
+
+
+_SHARED: dict[str, str] = {}   # short string values, shared by every body that has them
+_SHARED_MAX = 50_000   # (a full cache shares what it has and keeps no more: unique values are not worth it)
+
+
+def shared_strings(obj):
+    """The body with its keys interned and its short string values shared: each watch event
+    is parsed on its own, so without this every stored body holds its own copy of every key
+    ("metadata", "resourceVersion", "lastTransitionTime" ...) and of every repeated value."""
+    if isinstance(obj, dict):
+        return {sys.intern(k): shared_strings(v) for k, v in obj.items() if k != "managedFields"}
+    if isinstance(obj, list):
+        return [shared_strings(v) for v in obj]
+    if isinstance(obj, str) and len(obj) <= 64:
+        got = _SHARED.get(obj)
+        if got is not None:
+            return got
+        if len(_SHARED) < _SHARED_MAX:
+            _SHARED[obj] = obj
+    return obj
 
 
 def compact_completed(body: dict) -> dict:
@@ -261,7 +283,7 @@ class Store:
             self._index_id(k, None)
             self._index_task(k, job, None)
             self._tombstone("tasks", k, _rv(body))
-        elif self._put(self.tasks, k, compact_completed(body) if done else body, "tasks"):
+        elif self._put(self.tasks, k, shared_strings(compact_completed(body) if done else body), "tasks"):
             self.tasks_by_job[job].add(k)
             self._index_id(k, (job, body["spec"].get("id") or body["metadata"]["name"]))
             self._index_task(k, job, self.task(k))
