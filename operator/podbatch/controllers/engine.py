@@ -4,9 +4,11 @@ Handlers only record changes in the store; this loop gathers them (debounced), t
 one pass, in this order:
  1. pools (pools.py): grow or shrink node groups, one ComputeNode per member Node;
  2. compute nodes (nodes.py): Batch node states, start tasks, node operations;
- 3. tasks in flight (tasks.py): advance each task's state machine from its pod;
- 4. scheduling (scheduling.py): per pool, snapshot → core.scheduler.plan → bindings,
-    each written as the task's status (on the version read) and then its pod;
+ 3. new tasks (tasks.py): validated (an invalid one is refused before it can be bound);
+ 4. scheduling (scheduling.py): per pool, snapshot → core.scheduler.plan → bindings, each
+    the attempt's pod, which records it (core/binding.py); meanwhile, concurrently, the
+    tasks in flight advance their state machines from their pods (tasks.py), so new
+    bindings never wait behind the writes of completions;
  5. jobs (jobs.py, special.py) and job schedules (schedules.py).
 Each reconciler decides on the store's snapshot and returns a plan of typed actions
 (actions.py); the executor (executor.py) applies it in order, stopping at the first
