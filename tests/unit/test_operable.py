@@ -150,3 +150,18 @@ def test_the_pod_watch_is_filtered_by_the_api_server_to_podbatchs_pods():
     nodes = references.Resource(group="", version="v1", plural="nodes", kind="Node", singular="node", namespaced=False)
     assert list(settings.watching.label_selectors.collect(pods)) == ["podbatch.io/role"]
     assert list(settings.watching.label_selectors.collect(nodes)) == []
+
+
+def test_kopf_remembers_pools_only():
+    """kopf's per-object memory (~1 KiB each, kept until deletion) is kept for Pools (their
+    delete handler needs it) and not for the kinds podbatch only records (Tasks, pods …)."""
+    from kopf._core.reactor import inventory
+
+    import podbatch.controllers.handlers  # noqa: F401 - installs the patch
+    memories = inventory.ResourceMemories()
+
+    async def recall_all():
+        for kind, uid in (("Task", "t"), ("Pod", "p"), ("Pool", "pl"), ("ComputeNode", "c")):
+            await memories.recall({"kind": kind, "metadata": {"uid": uid}})
+    asyncio.run(recall_all())
+    assert list(memories._items) == ["pl"]

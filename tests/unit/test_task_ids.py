@@ -64,11 +64,11 @@ def test_the_store_indexes_tasks_by_job_and_id():
     s.put_task(t("a", id="x"))
     s.put_task(t("b", id="x"))
     s.put_task(t("c"))
-    assert s.tasks_by_id[("ns/j", "x")] == {"ns/a", "ns/b"} and s.tasks_by_id[("ns/j", "c")] == {"ns/c"}
+    assert set(s.holders("ns/j", "x")) == {"ns/a", "ns/b"} and s.holders("ns/j", "c") == ("ns/c",)
     moved = t("b", id="y")
     moved["metadata"]["resourceVersion"] = "2"
     s.put_task(moved)
-    assert s.tasks_by_id[("ns/j", "x")] == {"ns/a"} and s.tasks_by_id[("ns/j", "y")] == {"ns/b"}
+    assert s.holders("ns/j", "x") == ("ns/a",) and s.holders("ns/j", "y") == ("ns/b",)
     gone = t("a", id="x")
     gone["metadata"]["resourceVersion"] = "3"
     s.put_task(gone, deleted=True)

@@ -118,6 +118,33 @@ def _survive_watch_404() -> None:
 _survive_watch_404()
 
 
+def _remember_pools_only() -> None:
+    """kopf keeps a memory (~1 KiB: its memo, error throttler, daemons, pending patch) for
+    every object it has seen, until the object is deleted: 100,000 queued Tasks and their pods
+    would hold ~200 MiB of it. podbatch's handlers for every kind but Pools are event handlers
+    that only record the body in the store: they need nothing kopf remembers between events,
+    so for them kopf gets a fresh memory per event and keeps none. Guarded like the patches
+    above: if kopf moves these internals, its own behaviour stays."""
+    try:
+        from kopf._core.reactor import inventory
+    except ImportError:
+        return
+    memories = getattr(inventory, "ResourceMemories", None)
+    original = getattr(memories, "recall", None)
+    if original is None or getattr(original, "_podbatch", False):
+        return
+
+    async def recall(self, raw_body, *, memobase=None, noticed_by_listing=False, ephemeral=False):
+        if (raw_body or {}).get("kind") != "Pool":
+            ephemeral = True
+        return await original(self, raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing, ephemeral=ephemeral)
+    recall._podbatch = True
+    memories.recall = recall
+
+
+_remember_pools_only()
+
+
 class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
     """kopf deep-copies every event's body to diff it, for change handlers; only Pools have
     one (their deletion). For Tasks, pods and the rest this was ~13% of the operator's CPU."""

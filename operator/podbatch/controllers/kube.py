@@ -109,6 +109,7 @@ class Kube:
             res = await self._call("list", plural, call, ok=(404,) if plural == "poolgrants" else ()) or {}
             kind = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}.get(plural)
             for it in res.get("items") or []:
+                (it.get("metadata") or {}).pop("managedFields", None)   # half a body, never read: not held for the whole list
                 if kind:   # list items of core kinds carry no kind; the store's bodies do
                     it.setdefault("kind", kind)
                     it.setdefault("apiVersion", "v1")

@@ -111,11 +111,11 @@ class Scheduling:
 
     def _task_by_id(self, jk: str, tid: str) -> dict | None:
         """The job's task with this Batch id (the first applied, if a duplicate was refused)."""
-        holders = self.store.tasks_by_id.get((jk, tid))
+        holders = self.store.holders(jk, tid)
         if not holders:
             return None
         if len(holders) == 1:
-            return self.store.tasks.get(next(iter(holders)))
+            return self.store.tasks.get(holders[0])
         return taskids.holder(t for t in (self.store.tasks.get(k) for k in holders) if t)
 
     def _holds_slot(self, tk: str) -> bool:

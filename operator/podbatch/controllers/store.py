@@ -115,7 +115,8 @@ class Store:
         self.tasks: dict[str, dict] = {}
         self.pods: dict[str, PodRecord] = {}
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
-        self.tasks_by_id: dict[tuple[str, str], set[str]] = defaultdict(set)   # (job key, Batch task id) -> tasks
+        # (job key, Batch task id) -> the task holding it (a set only for duplicates): see holders()
+        self.tasks_by_id: dict[tuple[str, str], str | set[str]] = {}
         self._task_id: dict[str, tuple[str, str]] = {}   # task -> its (job key, Batch task id) in tasks_by_id
         self.prep_pods: dict[str, set[str]] = defaultdict(set)   # cnode key -> nodeprep pod keys
         self.job_pods: dict[str, set[str]] = defaultdict(set)    # job key -> its preparation and release pod keys
@@ -224,13 +225,29 @@ class Store:
         duplicate was applied; the engine refuses all but the first)."""
         old = self._task_id.pop(k, None)
         if old is not None and old != job_and_id:
-            holders = self.tasks_by_id[old]
-            holders.discard(k)
-            if not holders:
+            holders = self.tasks_by_id.get(old)
+            if isinstance(holders, set):
+                holders.discard(k)
+                if len(holders) == 1:
+                    self.tasks_by_id[old] = next(iter(holders))
+            elif holders == k:
                 del self.tasks_by_id[old]
         if job_and_id is not None:
             self._task_id[k] = job_and_id
-            self.tasks_by_id[job_and_id].add(k)
+            holders = self.tasks_by_id.get(job_and_id)
+            if holders is None or holders == k:
+                self.tasks_by_id[job_and_id] = k
+            elif isinstance(holders, set):
+                holders.add(k)
+            else:
+                self.tasks_by_id[job_and_id] = {holders, k}
+
+    def holders(self, job: str, tid: str) -> tuple[str, ...]:
+        """The tasks of a job that carry this Batch task id (one, unless a duplicate was applied)."""
+        got = self.tasks_by_id.get((job, tid))
+        if got is None:
+            return ()
+        return (got,) if isinstance(got, str) else tuple(got)
 
     # --- podbatch kinds ---------------------------------------------------------
     def _upsert(self, table: dict, body: dict, deleted: bool, kind: str) -> str:

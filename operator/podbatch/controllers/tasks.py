@@ -225,7 +225,7 @@ class Tasks:
             if invalid:
                 return [A.WriteStatus("tasks", t, with_task_conditions(
                     t, initial_status(now), invalid=f"{invalid}. Fix the Task and apply it again."))]
-            taken = taskids.id_conflict(t, job, (s.tasks[k] for k in s.tasks_by_id.get((jk, taskids.task_id(t)), ())))
+            taken = taskids.id_conflict(t, job, (s.tasks[k] for k in s.holders(jk, taskids.task_id(t))))
             if taken:   # two Tasks of a job with one id would share a directory: only the first runs
                 return [A.WriteStatus("tasks", t, with_task_conditions(t, initial_status(now), invalid=taken)),
                         A.Event(t, "Warning", "InvalidSpec", taken)]
