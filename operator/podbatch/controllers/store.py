@@ -53,7 +53,7 @@ _DONE_STATUS = ("state", "attempt", "podName", "subtasks", "nodeInfo", "executio
 
 
 _SHARED: dict[str, str] = {}   # short string values, shared by every body that has them
-_SHARED_MAX = 50_000   # (a full cache shares what it has and keeps no more: unique values are not worth it)
+_SHARED_MAX = 50_000   # then it starts again: values shared before stay shared, unique ones (uids) do not pile up
 
 
 def shared_strings(obj):
@@ -68,8 +68,9 @@ def shared_strings(obj):
         got = _SHARED.get(obj)
         if got is not None:
             return got
-        if len(_SHARED) < _SHARED_MAX:
-            _SHARED[obj] = obj
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[obj] = obj
     return obj
 
 
