@@ -157,7 +157,8 @@ def test_kopf_remembers_pools_only():
     delete handler needs it) and not for the kinds podbatch only records (Tasks, pods …)."""
     from kopf._core.reactor import inventory
 
-    import podbatch.controllers.handlers  # noqa: F401 - installs the patch
+    from podbatch.controllers import handlers   # installs the patch
+    assert handlers
     memories = inventory.ResourceMemories()
 
     async def recall_all():

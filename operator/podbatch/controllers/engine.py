@@ -4,11 +4,9 @@ Handlers only record changes in the store; this loop gathers them (debounced), t
 one pass, in this order:
  1. pools (pools.py): grow or shrink node groups, one ComputeNode per member Node;
  2. compute nodes (nodes.py): Batch node states, start tasks, node operations;
- 3. new tasks (tasks.py): validated (an invalid one is refused before it can be bound);
+ 3. tasks (tasks.py): validate new ones, advance each in flight from its pod;
  4. scheduling (scheduling.py): per pool, snapshot → core.scheduler.plan → bindings, each
-    the attempt's pod, which records it (core/binding.py); meanwhile, concurrently, the
-    tasks in flight advance their state machines from their pods (tasks.py), so new
-    bindings never wait behind the writes of completions;
+    the attempt's pod, which records it (core/binding.py);
  5. jobs (jobs.py, special.py) and job schedules (schedules.py).
 Each reconciler decides on the store's snapshot and returns a plan of typed actions
 (actions.py); the executor (executor.py) applies it in order, stopping at the first
@@ -162,21 +160,11 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
                                  if self._last_node_states.get(ck) != v[:2])
             changed_pools.update(self._pools_of_cnodes(set(self._last_node_states) - set(node_states)))
             self._last_node_states = node_states
-        # New tasks are looked at first (their validation must come before they can be bound);
-        # the tasks in flight or done are advanced while the scheduler binds: a pass never
-        # holds new bindings back behind the writes of completions (a slot whose pod ended is
-        # free before its completion is written, Scheduling._holds_slot).
-        new = {tk for tk in dirty_tasks if not ((s.task(tk) or {}).get("status") or {}).get("state")}
-        dirty_jobs |= await self.advance_tasks(new, node_view)
-        advancing = asyncio.ensure_future(self.advance_tasks(dirty_tasks - new, node_view))
-        try:
-            sched_pools = changed_pools | self._replan | self._rejections_ended() \
-                | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs} \
-                | {self._pool_of_job(self._job_of_task(tk)) for tk in dirty_tasks - new}
-            self._replan = set()
-            dirty_jobs |= await self.schedule(node_view, sched_pools)
-        finally:
-            dirty_jobs |= await advancing
+        dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
+        sched_pools = changed_pools | self._replan | self._rejections_ended() \
+            | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
+        self._replan = set()
+        dirty_jobs |= await self.schedule(node_view, sched_pools)
         await self.adopt_some()
         await self.expire_retention()
         await self.reconcile_schedules()
