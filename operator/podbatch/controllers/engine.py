@@ -174,10 +174,6 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
         self._gauge_tasks()
 
     # ------------------------------------------------------------------ helpers
-    def _job_of_task(self, tk: str) -> str:
-        t = self.store.tasks.get(tk)
-        return key(tk.split("/", 1)[0], t["spec"].get("jobName", "")) if t else ""
-
     async def _act(self, decided) -> bool:
         """Apply a reconciler's plan (or await the decision first: some decisions read beyond
         the store, such as a storage container's listing). True once every step was applied."""

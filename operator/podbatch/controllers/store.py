@@ -127,7 +127,6 @@ class Store:
         self.task_state: dict[str, str] = {}
         self.state_counts: Counter = Counter()
         self.job_state_counts: dict[str, Counter] = defaultdict(Counter)
-        self.active_by_job: dict[str, set[str]] = defaultdict(set)  # queued tasks per job
         self.inflight_by_job: dict[str, set[str]] = defaultdict(set)  # tasks preparing/running per job
         self.queues: dict[str, JobQueue] = defaultdict(JobQueue)      # queued tasks per job, in order (core/queue.py)
         # a job's taskCounts and taskSlotCounts, kept as tasks change (a pass never counts a
@@ -181,7 +180,6 @@ class Store:
         if old:
             self.state_counts[old] -= 1
             self.job_state_counts[job][old] -= 1
-        self.active_by_job[job].discard(k)
         self.inflight_by_job[job].discard(k)
         counted = self._counted.pop(k, None)
         if counted is not None:
@@ -209,9 +207,7 @@ class Store:
         for ck in counted[2]:
             c[ck] += 1
             c["slots:" + ck] += counted[3]
-        if state == "active":
-            self.active_by_job[job].add(k)
-        elif state in ("preparing", "running"):
+        if state in ("preparing", "running"):
             self.inflight_by_job[job].add(k)
         if state in ("preparing", "running") and st.get("nodeInfo"):
             ns = body["metadata"]["namespace"]
