@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = ROOT / "crds"
 GROUP, VERSION = "podbatch.io", "v1alpha1"
 API = f"{GROUP}/{VERSION}"
-PLURALS = {"Pool": "pools", "ComputeNode": "computenodes", "Job": "jobs", "Task": "tasks", "JobSchedule": "jobschedules"}
+PLURALS = {"Pool": "pools", "ComputeNode": "computenodes", "Job": "jobs", "Task": "tasks", "JobSchedule": "jobschedules", "TaskCollection": "taskcollections"}
 LOG_DIR = Path(os.environ.get("PODBATCH_TEST_LOGS", "/tmp/podbatch-test-logs"))
 
 

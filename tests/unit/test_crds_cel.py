@@ -110,6 +110,8 @@ POOL_ID = {"poolId": "p"}
 T = {"jobName": "j", "commandLine": "echo"}
 
 GOOD = [
+    ("TaskCollection", {"jobName": "j", "parametricSweep": {"parameterSets": [{"start": 0, "end": 1}], "repeatTask": {"commandLine": "b {0}"}}}),
+    ("TaskCollection", {"jobName": "j", "tasks": [{"commandLine": "a", "id": "x"}]}),
     ("Pool", {"nodeGroup": KWOK}),
     ("Pool", {"nodeGroup": {"provider": "static", "static": {"nodeSelector": {"a": "b"}}}}),
     ("Pool", {"nodeGroup": {"provider": "clusterapi", "clusterapi": {"scaleTargetRef": {"name": "md"}}}}),
@@ -137,6 +139,9 @@ GOOD = [
 ]
 
 BAD = [
+    ("TaskCollection", {"jobName": "j"}, "give exactly one of parametricSweep and tasks"),
+    ("TaskCollection", {"jobName": "j", "tasks": [{"commandLine": "a"}], "parametricSweep": {
+        "parameterSets": [{"start": 0, "end": 1}], "repeatTask": {"commandLine": "b"}}}, "give exactly one of parametricSweep and tasks"),
     ("Pool", {"nodeGroup": {"provider": "static"}}, "nodeGroup.static is required"),
     ("Pool", {"nodeGroup": {"provider": "kwok", "static": {"nodeSelector": {}}}}, "nodeGroup.static is required"),
     ("Pool", {"nodeGroup": {"provider": "clusterapi"}}, "nodeGroup.clusterapi is required"),

@@ -45,7 +45,7 @@ def at(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
 
 def test_names_scope_and_subresources():
     short = {"Pool": "bpool", "ComputeNode": "bnode", "Job": "bjob", "Task": "btask", "JobSchedule": "bjs",
-             "PoolGrant": "bgrant"}
+             "PoolGrant": "bgrant", "TaskCollection": "btc"}
     for kind, c in all_crds().items():
         spec = c["spec"]
         grant = kind == "PoolGrant"   # cluster-scoped: only a cluster admin grants nodes

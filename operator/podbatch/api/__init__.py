@@ -16,6 +16,7 @@ from podbatch.api.jobschedule import JobSchedule, JobScheduleSpec, JobScheduleSt
 from podbatch.api.node import ComputeNode, ComputeNodeSpec, ComputeNodeStatus
 from podbatch.api.pool import Pool, PoolSpec, PoolStatus
 from podbatch.api.task import Task, TaskSpec, TaskStatus
+from podbatch.api.taskcollection import TaskCollection
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,16 @@ KINDS: dict[str, KindInfo] = {
         PrinterColumn("Reason", "string", ".status.pendingReason.reason", "why it waits", priority=1),
         AGE,
     )),
+    "TaskCollection": KindInfo("TaskCollection", TaskCollection, "taskcollections", "taskcollection", ("btc",), (
+        PrinterColumn("Job", "string", ".spec.jobName"),
+        PrinterColumn("State", "string", ".status.state"),
+        PrinterColumn("Size", "integer", ".status.size", "tasks in the collection"),
+        PrinterColumn("Active", "integer", ".status.taskCounts.active"),
+        PrinterColumn("Running", "integer", ".status.taskCounts.running"),
+        PrinterColumn("Succeeded", "integer", ".status.taskCounts.succeeded"),
+        PrinterColumn("Failed", "integer", ".status.taskCounts.failed"),
+        AGE,
+    )),
     "JobSchedule": KindInfo("JobSchedule", JobSchedule, "jobschedules", "jobschedule", ("bjs",), (
         PrinterColumn("State", "string", ".status.state"),
         PrinterColumn("Next Run", "date", ".status.executionInfo.nextRunTime"),
@@ -155,5 +166,5 @@ __all__ = [
     "ComputeNode", "ComputeNodeSpec", "ComputeNodeStatus", "Condition", "Duration",
     "InvalidObject", "Job", "JobSchedule", "JobScheduleSpec", "JobScheduleStatus", "JobSpec",
     "JobStatus", "KindInfo", "Pool", "PoolGrant", "PoolGrantSpec", "PoolGrantStatus", "PoolSpec", "PoolStatus", "PrinterColumn", "Task",
-    "TaskSpec", "TaskStatus", "parse_duration", "validate_object",
+    "TaskCollection", "TaskSpec", "TaskStatus", "parse_duration", "validate_object",
 ]

@@ -25,6 +25,7 @@ from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
 from podbatch.controllers import clock, sync
 from podbatch.controllers.autoscaling import Autoscaling
+from podbatch.controllers.collections import Collections
 from podbatch.controllers.executor import Conflict, Executor, NotLeader
 from podbatch.controllers.jobs import Jobs
 from podbatch.controllers.nodes import Nodes
@@ -39,7 +40,7 @@ from podbatch.core import autoscale
 log = logging.getLogger("podbatch.engine")
 
 
-class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, JobSchedules):
+class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, SpecialTasks, JobSchedules):
     def __init__(self, store: Store, kube, settings: Settings) -> None:
         self.store, self.kube, self.settings = store, kube, settings
         self.ex = Executor(kube, store)
@@ -71,6 +72,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
         self._cleanup_since: dict[str, float] = {}    # cleanup pod -> when first seen not ended
         self._rejected: dict[str, tuple[float, str]] = {}   # Node -> (until, resource) after a kubelet OutOf… rejection
         self._pool_decided: dict[str, tuple] = {}     # pool -> (autoscale run, dedicated, low-priority) of its last plan
+        self._flushed: dict[str, float] = {}          # collection -> when its status was last written
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -161,6 +163,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Scheduling, Jobs, SpecialTasks, J
             changed_pools.update(self._pools_of_cnodes(set(self._last_node_states) - set(node_states)))
             self._last_node_states = node_states
         dirty_jobs |= await self.advance_tasks(dirty_tasks, node_view)
+        await self.reconcile_collections(node_view)
         sched_pools = changed_pools | self._replan | self._rejections_ended() \
             | {self._pool_of_job(jk) for jk in dirty_jobs | s.dirty_jobs}
         self._replan = set()

@@ -28,11 +28,12 @@ from podbatch.controllers import actions as A
 from podbatch.controllers import clock
 from podbatch.controllers.store import Store, key
 from podbatch.core import binding
+from podbatch.core import collections as collcore
 
 log = logging.getLogger("podbatch.executor")
 EVENT_GROUP_SECONDS = 600.0
 PUTS = {"pools": "put_pool", "computenodes": "put_cnode", "jobs": "put_job", "tasks": "put_task",
-        "jobschedules": "put_jobschedule"}
+        "jobschedules": "put_jobschedule", "taskcollections": "put_collection"}
 
 
 class NotLeader(Exception):
@@ -132,6 +133,9 @@ class Executor:
         return out
 
     async def _apply_one(self, a, written: dict):
+        if isinstance(a, (A.WriteStatus, A.PatchObject, A.DeleteObject)) and a.plural == "tasks" \
+                and collcore.virtual(getattr(a, "body", None) or self.store.tasks.get(key(a.namespace, a.name))):
+            return await self._virtual(a)
         if isinstance(a, (A.WriteStatus, A.PatchObject)):
             meta = a.body["metadata"]
             k = (a.plural, meta["namespace"], meta["name"])
@@ -168,6 +172,36 @@ class Executor:
         if isinstance(a, A.Then):
             return a.fn()
         raise TypeError(f"not an action: {a!r}")
+
+    async def _virtual(self, a):
+        """A write to a collection's task (core/collections.py), which is no API object: its
+        status is kept in the store; what a crash must not lose is written to its collection's
+        status before the plan goes on (a new attempt, a failure). Other writes of it (none is
+        decided today) are refused."""
+        if isinstance(a, A.DeleteObject):   # a task of a deleted job: it leaves memory (its collection goes with the job)
+            name, index = collcore.virtual(self.store.tasks[key(a.namespace, a.name)])
+            self.store.drop_virtual(key(a.namespace, name), index)
+            return None
+        if not isinstance(a, A.WriteStatus):
+            raise TypeError(f"a collection's task is not an object: cannot apply {a!r}")
+        status = binding.with_binding(a.status, a.body["metadata"].get(binding.MARK))
+        body, urgent = self.store.write_virtual(a.body, status)
+        if urgent:
+            await self.write_collection(key(a.body["metadata"]["namespace"], collcore.virtual(a.body)[0]))
+        return body
+
+    async def write_collection(self, ck: str, extra: dict | None = None) -> None:
+        """Write a collection's status from the store (its counts, ranges, failures, attempts)."""
+        cs = self.store.collections.get(ck)
+        if cs is None:
+            return
+        patch = {**self.store.status_patch(ck), **(extra or {})}
+        cs.dirty = cs.urgent = False
+        try:
+            await self.patch_status("taskcollections", cs.body, patch, precondition=False)
+        except BaseException:
+            cs.dirty = cs.urgent = True
+            raise
 
     # --- podbatch objects ---------------------------------------------------------
     async def patch_status(self, plural: str, body: dict, status: dict, *, precondition: bool = True) -> dict | None:
@@ -289,6 +323,12 @@ class Executor:
         the same object within EVENT_GROUP_SECONDS is not posted again."""
         if not self.leading:
             return
+        v = collcore.virtual(body)
+        if v is not None:   # a collection's task: the Event is its collection's
+            cs = self.store.collections.get(key(body["metadata"]["namespace"], v[0]))
+            if cs is None:
+                return
+            body, message = cs.body, f"task {body['spec'].get('id')}: {message}"
         if etype == "Warning":
             k = (body["metadata"].get("uid") or object_key(body), reason, message)
             now = clock.monotonic()

@@ -50,7 +50,8 @@ def _record(plural: str, put):
 
 
 for plural, put in (("pools", STORE.put_pool), ("computenodes", STORE.put_cnode),
-                    ("jobs", STORE.put_job), ("tasks", STORE.put_task), ("jobschedules", STORE.put_jobschedule)):
+                    ("jobs", STORE.put_job), ("tasks", STORE.put_task), ("jobschedules", STORE.put_jobschedule),
+                    ("taskcollections", STORE.put_collection)):
     kopf.on.event(GROUP, VERSION, plural)(_record(plural, put))
 
 kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record("pods", STORE.put_pod))

@@ -113,7 +113,7 @@ class Scheduling:
         """The job's task with this Batch id (the first applied, if a duplicate was refused)."""
         holders = self.store.holders(jk, tid)
         if not holders:
-            return None
+            return self.store.collection_task(jk, tid)   # a collection's task not in memory now
         if len(holders) == 1:
             return self.store.tasks.get(holders[0])
         return taskids.holder(t for t in (self.store.tasks.get(k) for k in holders) if t)
@@ -144,8 +144,9 @@ class Scheduling:
         free = 0
         for ck, (_, schedulable, c) in node_view.items():
             if schedulable and c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] == pk:
-                used = sum(int(self.store.tasks[t]["spec"].get("requiredSlots", 1)) for t in self.store.inflight.get(ck, ())
-                           if self._holds_slot(t))
+                counted = [t for t in self.store.inflight.get(ck, ()) if self._holds_slot(t)]
+                used = sum(int(self.store.tasks[t]["spec"].get("requiredSlots", 1)) for t in counted) \
+                    + self.store.pod_slots_on(c["spec"]["nodeName"], counted)
                 free += max(0, per_node - used)
         return free + limit + QUEUE_MARGIN
 
@@ -163,10 +164,14 @@ class Scheduling:
                 for ck, (state, schedulable, c) in node_view.items():
                     if c["metadata"]["namespace"] + "/" + c["spec"]["poolName"] != pk:
                         continue
-                    running = tuple(self._running_entry(t) for t in sorted(self._inflight.get(ck, ())) if self._holds_slot(t))
+                    counted = [t for t in sorted(self._inflight.get(ck, ())) if self._holds_slot(t)]
+                    running = tuple(self._running_entry(t) for t in counted)
                     allocatable, free = self._node_resources(c, running)
+                    # every live task pod there holds its slots too, whatever its Task: a deleted
+                    # job's pods still terminating, a requeued attempt's old pod (store.node_pods)
+                    used = sum(r[2] for r in running) + s.pod_slots_on(c["spec"]["nodeName"], counted)
                     nodes.append(scheduler.NodeView(name=ck, pool=pk, slots_total=int(pool["spec"].get("taskSlotsPerNode", 1)),
-                                                    slots_used=sum(r[2] for r in running), schedulable=schedulable,
+                                                    slots_used=used, schedulable=schedulable,
                                                     order=_order(c), running_job_priorities=running,
                                                     free_resources=free, allocatable=allocatable,
                                                     dedicated=c["spec"].get("isDedicated", True)))

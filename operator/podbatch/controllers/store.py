@@ -15,9 +15,12 @@ import asyncio
 import fnmatch
 import sys
 from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from podbatch.controllers.collstore import CollectionStore
 from podbatch.core import binding, naming
+from podbatch.core import collections as collcore
 from podbatch.core import jobs as jobcore
 from podbatch.core.queue import JobQueue
 from podbatch.core.queue import sort_key as queue_key
@@ -104,8 +107,9 @@ class PodRecord:
         return not uid or self.labels.get(naming.LABEL_TASK_UID, uid) == uid
 
 
-class Store:
+class Store(CollectionStore):
     def __init__(self) -> None:
+        self._init_collections()
         self.pools: dict[str, dict] = {}
         self.cnodes: dict[str, dict] = {}
         self.knodes: dict[str, dict] = {}
@@ -123,6 +127,10 @@ class Store:
         self.job_pods: dict[str, set[str]] = defaultdict(set)    # job key -> its preparation and release pod keys
         self.placeholders: dict[str, set[str]] = defaultdict(set)   # pool key -> its placeholder pod keys (autoscaler)
         self.inflight: dict[str, set[str]] = defaultdict(set)      # cnode key -> tasks preparing/running there
+        # Node name -> its live task pods (not ended; terminating ones too; whatever their Task, or
+        # none) -> their slots: what holds a node's slots besides the tasks in flight (_index_node_pod)
+        self.node_pods: dict[str, dict[str, int]] = {}
+        self._pod_node: dict[str, str] = {}   # task pod -> the Node it is counted on in node_pods
         self.task_nodes: dict[str, tuple[str, ...]] = {}            # task -> the cnodes it holds
         self.task_state: dict[str, str] = {}
         self.state_counts: Counter = Counter()
@@ -194,7 +202,9 @@ class Store:
         state = st.get("state") or "active"
         if state == "active":
             meta = body["metadata"]
-            self.queues[job].add(k, queue_key(int(body["spec"].get("priority", 0)), meta.get("creationTimestamp") or "", meta["name"]))
+            v = meta.get(collcore.VIRTUAL)   # a collection's tasks in index order
+            self.queues[job].add(k, queue_key(int(body["spec"].get("priority", 0)), meta.get("creationTimestamp") or "",
+                                              f"{v[0]}-{v[1]:010d}" if v else meta["name"]))
         else:
             self.queues[job].discard(k)
         self.task_state[k] = state
@@ -354,9 +364,11 @@ class Store:
             self.pods[k] = PodRecord(meta["namespace"], labels, annotations.get("podbatch.io/boot", ""), pod_view(body), rv,
                                      binding=binding.parse(annotations.get(naming.ANNOTATION_BINDING)) if role == "task" else None)
         if role == "task":
+            self.collection_pod(k, meta, labels, deleted)
             tkey = self._task_of_pod(meta, labels)
             if k in self.pods:
                 self.pods[k].task = tkey
+            self._index_node_pod(k, tkey, meta["namespace"], labels)
             self._reindex_bound(tkey)
             self.dirty_tasks.add(tkey)
         elif role in ("jobprep", "jobrelease"):
@@ -424,6 +436,58 @@ class Store:
         if self.task_state.get(tk) != before:
             self.dirty_jobs.add(job)   # its counts changed (active -> preparing, or back)
 
+    # --- task pods per node: what holds a node's slots ----------------------------------
+    def _index_node_pod(self, k: str, tk: str, ns: str, labels: dict) -> None:
+        """Keep node_pods exact: a task pod counts on its Node from when it is seen there until
+        it has ended (Succeeded/Failed) or is gone, terminating or not, whether its Task still
+        exists or not. Its slots: its Task's requiredSlots, remembered once the Task is gone
+        (pods do not carry it); 1 for a pod whose Task was never seen."""
+        rec = self.pods.get(k)
+        old = self._pod_node.pop(k, None)
+        slots = 1
+        if old is not None:
+            on = self.node_pods.get(old) or {}
+            slots = on.pop(k, 1)
+            if not on:
+                self.node_pods.pop(old, None)
+        if rec is None or not rec.view.node_name or rec.view.phase in ("Succeeded", "Failed"):
+            if old is not None:   # its slots are free: its pool plans again
+                self.dirty_pools.add(key(ns, labels.get(naming.LABEL_POOL, "")))
+            return
+        t = self.tasks.get(tk)
+        if t is not None and rec.owned_by(t["metadata"].get("uid")):
+            slots = int(t["spec"].get("requiredSlots", 1))
+        self.node_pods.setdefault(rec.view.node_name, {})[k] = slots
+        self._pod_node[k] = rec.view.node_name
+
+    def pod_slots_on(self, node: str, besides: Iterable[str] = ()) -> int:
+        """The slots the live task pods on Node `node` hold (node_pods), but for the current
+        pods of the tasks `besides` (in flight there: the caller counts those from the tasks).
+        O(pods on the node + tasks besides)."""
+        pods = self.node_pods.get(node)
+        if not pods:
+            return 0
+        counted: dict[str, str | None] = {}   # pod -> the uid of the task that counts it
+        for tk in besides:
+            t = self.task(tk)
+            if t is None:
+                continue
+            st = t.get("status") or {}
+            ns, uid = t["metadata"]["namespace"], t["metadata"].get("uid")
+            for name in (st.get("podName"), *(x.get("podName") for x in st.get("subtasks") or ())):
+                if name:
+                    counted[key(ns, name)] = uid
+        total = 0
+        for pk, slots in pods.items():
+            rec = self.pods[pk]
+            if pk in counted and rec.owned_by(counted[pk]):
+                continue
+            t = self.tasks.get(rec.task)
+            if t is not None and rec.owned_by(t["metadata"].get("uid")):
+                slots = pods[pk] = int(t["spec"].get("requiredSlots", 1))   # its Task came after it (a restart's lists)
+            total += slots
+        return total
+
     def counts_of(self, jk: str, uid: str | None) -> tuple[dict[str, int], dict[str, int]]:
         """(taskCounts, taskSlotCounts) of the Job `jk` with this uid: its adopted tasks and
         those not adopted yet, not those an earlier Job of the same name adopted."""
@@ -434,6 +498,7 @@ class Store:
             for ck in counts:
                 counts[ck] += c.get(ck, 0)
                 slots[ck] += c.get("slots:" + ck, 0)
+        self.collection_counts(jk, uid, counts, slots)
         return counts, slots
 
     def was_deleted(self, ns: str, name: str | None) -> bool:
@@ -494,7 +559,8 @@ class Store:
                 "jobs": (self.put_job, self.jobs), "tasks": (self.put_task, self.tasks),
                 "jobschedules": (self.put_jobschedule, self.jobschedules), "pods": (self.put_pod, self.pods),
                 "nodes": (self.put_knode, self.knodes), "poolgrants": (self.put_grant, self.grants),
-                "namespaces": (self.put_namespace, self.knamespaces)}[plural]
+                "namespaces": (self.put_namespace, self.knamespaces),
+                "taskcollections": (self.put_collection, {k: c.body for k, c in self.collections.items()})}[plural]
 
     # --- queries ----------------------------------------------------------------
     def pool_members(self, ns: str, pool: str) -> list[dict]:

@@ -13,7 +13,7 @@ import logging
 from podbatch.controllers.store import Store
 
 log = logging.getLogger("podbatch.sync")
-KINDS = ("namespaces", "poolgrants", "nodes", "pools", "computenodes", "jobs", "jobschedules", "pods", "tasks")
+KINDS = ("namespaces", "poolgrants", "nodes", "pools", "computenodes", "jobs", "jobschedules", "taskcollections", "pods", "tasks")
 
 
 async def relist(store: Store, kube, plural: str) -> int:

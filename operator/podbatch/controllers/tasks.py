@@ -17,6 +17,7 @@ from podbatch.controllers.status import CLEANUP_STUCK, condition, initial_status
 from podbatch.controllers.store import key
 from podbatch.core import files as rfiles
 from podbatch.core import binding, naming, pods, taskids
+from podbatch.core import collections as collcore
 from podbatch.core.durations import seconds
 from podbatch.core.jobs import job_owner_uid
 from podbatch.core.nodes import node_lost
@@ -221,6 +222,8 @@ class Tasks:
             # A new task is `active` without a write of its own: its first status write is its
             # binding (or its pending reason), which saves one API write per task.
             touched_jobs.add(jk)
+            if collcore.virtual(t):
+                return []   # its collection was validated (collections.py)
             invalid = self._validate(t)
             if invalid:
                 return [A.WriteStatus("tasks", t, with_task_conditions(
@@ -384,6 +387,8 @@ class Tasks:
                                 coordination=coordination if gang else None, then_wait=idx > 0, gang=gang,
                                 resource_files=[*common, *(resource_files or [])] if idx == 0 else common,
                                 tools_image=self.settings.tools_image)
+            if collcore.virtual(t):
+                collcore.mark_pod(pod, t)
             if idx == 0 and not gang:   # the pod records its binding (core/binding.py)
                 pod["metadata"]["annotations"][naming.ANNOTATION_BINDING] = binding.annotation(
                     st.get("nodeInfo") or {}, st.get("stateTransitionTime") or now_iso())

@@ -213,3 +213,18 @@ def task_conditions(status: dict, *, invalid: str | None = None, user_fixable: f
     if reason in user_fixable:
         return kstatus(stalled=(reason, msg))
     return kstatus(reconciling=(reason, msg))
+
+
+def collection_conditions(*, invalid: str | None, job_missing: str | None, counts: dict, size: int) -> list[Cond]:
+    """A TaskCollection is Ready once every task completed; Reconciling while tasks are left;
+    Stalled on an invalid spec or a job that does not exist."""
+    if invalid:
+        return [Cond("Valid", False, "InvalidSpec", invalid), *kstatus(stalled=("InvalidSpec", invalid))]
+    conds = [Cond("Valid", True, "SpecAccepted", "the collection is valid")]
+    if job_missing:
+        return conds + kstatus(stalled=("JobNotFound", job_missing))
+    done = counts.get("completed", 0)
+    progress = f"{done}/{size} completed ({counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed)"
+    if done >= size:
+        return conds + kstatus(ready=("Completed", f"every task completed: {progress}"))
+    return conds + kstatus(reconciling=("Running", f"{progress}, {counts.get('running', 0)} running"))

@@ -1,0 +1,101 @@
+"""TaskCollections (core/collections.py, collstore.py): validate each, give it its Job's
+ownerReference, put as many of its tasks in its job's queue as a pass can reach, and write
+its status — counts, index ranges, failures, attempts — at most every FLUSH_EVERY seconds
+(at once when a crash must not lose it: the executor writes those itself). Runs each pass,
+before scheduling; collections are few, so this is O(collections + the tasks it adds)."""
+from __future__ import annotations
+
+from podbatch.controllers import actions as A
+from podbatch.controllers import clock
+from podbatch.controllers.collstore import PENDING
+from podbatch.controllers.status import merged_conditions, now_iso
+from podbatch.controllers.store import key
+from podbatch.core import collections as collcore
+from podbatch.core import conditions
+from podbatch.core import jobs as jobcore
+from podbatch.core import pods
+
+FLUSH_EVERY = 0.5      # seconds between two status writes of a collection (successes are batched)
+WINDOW = 1000          # tasks of a collection queued in memory when its pool's depth is not limited
+
+
+class Collections:
+    async def reconcile_collections(self, node_view: dict) -> None:
+        s = self.store
+        depth: dict[str, int | None] = {}
+        now = clock.monotonic()
+        for ck, cs in list(s.collections.items()):
+            body = cs.body
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            job = s.jobs.get(cs.job)
+            invalid = self._validate(body)
+            owner = jobcore.job_owner_uid(body)
+            if not invalid and job is not None and not owner:
+                await self._safely(f"collection:{ck}", self._act([A.PatchObject(
+                    "taskcollections", body, {"metadata": {"ownerReferences": [
+                        *[r for r in body["metadata"].get("ownerReferences") or [] if r.get("kind") != "Job"],
+                        pods.owner_reference(job, controller=True)]}}, precondition=True)]))
+                continue   # its tasks are queued once it is adopted (they carry their job's uid)
+            if not invalid and job is not None and owner == job["metadata"]["uid"] \
+                    and (job.get("status") or {}).get("state") not in ("completed", "terminating") \
+                    and not job["metadata"].get("deletionTimestamp"):
+                await self._collection_requests(ck)
+                pk = key(job["metadata"]["namespace"], jobcore.pool_id_of(job))
+                if pk not in depth:
+                    depth[pk] = self._queue_depth(pk, node_view) if pk in s.pools else 0
+                if s.fill(ck, WINDOW if depth[pk] is None else depth[pk]):
+                    s.dirty_jobs.add(cs.job)   # its pool plans over them this pass
+            missing = None if job is not None else (f"job {body['spec'].get('jobName')!r} does not exist in namespace "
+                                                    f"{body['metadata']['namespace']}; create it or fix spec.jobName")
+            await self._write_collection_status(ck, invalid, missing, now)
+
+    async def _collection_requests(self, ck: str) -> None:
+        """spec.reactivate and spec.terminateIndexes: Batch's reactivate and terminate task."""
+        s = self.store
+        cs = s.collections[ck]
+        spec, meta = cs.body["spec"], cs.body["metadata"]
+        req = spec.get("reactivate") or {}
+        if req.get("requestId") and req["requestId"] != cs.handled_reactivate:
+            n = s.reactivate(ck, req["requestId"], collcore.parse_ranges(req.get("indexes")))
+            self.ex.event(cs.body, "Normal", "TasksReactivated", f"{n} failed task(s) of indexes {req.get('indexes')} run again")
+        term = spec.get("terminateIndexes")
+        if term and term != cs.terminated_seen:
+            plan: list = []
+            stopping = False
+            failure = {"category": "usererror", "code": "TaskEnded", "message": "The task was terminated (spec.terminateIndexes)"}
+            for i in collcore.parse_ranges(term):
+                if not 0 <= i < cs.size or cs.states[i] != PENDING:
+                    continue
+                t = s.task(key(meta["namespace"], collcore.task_name(meta["name"], i))) if i in cs.materialized else None
+                st = (t or {}).get("status") or {}
+                if st.get("state") in ("preparing", "running"):
+                    plan += self._stop_one(t, "terminate", "spec.terminateIndexes")
+                    stopping = True
+                    continue
+                plan += [A.DeletePod(meta["namespace"], p) for p in st.get("stoppingPods") or []]
+                s.drop_virtual(ck, i)
+                s.end_unbound(ck, i, failure, now_iso())
+            if not stopping:
+                cs.terminated_seen = term
+            if plan:
+                await self._safely(f"collection:{ck}", self._act(plan))
+        if cs.urgent:
+            await self._safely(f"collection:{ck}", self.ex.write_collection(ck))
+
+    async def _write_collection_status(self, ck: str, invalid: str | None, missing: str | None, now: float) -> None:
+        s = self.store
+        cs = s.collections[ck]
+        st = cs.body.get("status") or {}
+        patch = s.status_patch(ck)
+        conds = merged_conditions(st.get("conditions"), conditions.collection_conditions(
+            invalid=f"{invalid}. Fix the collection and apply it again." if invalid else None, job_missing=missing,
+            counts=patch["taskCounts"], size=cs.size), cs.body["metadata"].get("generation"))
+        if not conditions.same(st.get("conditions"), conds):
+            cs.dirty = True   # (an invalid spec's Event: _validate posts it)
+        elif st.get("size") != cs.size or st.get("state") != patch["state"]:
+            cs.dirty = True
+        if not cs.dirty or (now - self._flushed.get(ck, 0.0) < FLUSH_EVERY and patch["state"] != "completed"):
+            return
+        self._flushed[ck] = now
+        await self._safely(f"collection:{ck}", self.ex.write_collection(ck, {"conditions": conds}))
