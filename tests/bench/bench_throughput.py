@@ -16,11 +16,16 @@ BENCH_SLOTS slots, in a fresh namespace, served by an operator process this benc
    create until every Job has succeeded=1 (seen by a watch).
 4. raw: BENCH_TASKS pods bound directly (spec.nodeName) to the fake nodes by ~32 threads,
    until all are Succeeded (the node simulator completes them): the API server + simulator limit.
-5. steady state (steady.py): single Tasks at steady rates, create -> pod Running latency.
-6. memory: BENCH_MEMORY_TASKS (10,000) tasks of a second Job on a Pool of 0 nodes (they
+5. collection (collection.py): one TaskCollection of BENCH_COLLECTION_TASKS (10,000) instant
+   tasks, timed to its job's `completed`; its peers at the same N: one batch/v1 Job of N
+   completions and N raw pods (phases 2 and 4 at that N).
+6. steady state (steady.py): single Tasks at steady rates, create -> pod Running latency.
+7. memory: BENCH_MEMORY_TASKS (10,000) tasks of a second Job on a Pool of 0 nodes (they
    stay queued, in flight in the operator's view); the operator's RSS before and after, and
    its scheduler pass time at that queue depth (its /metrics).
-7. prints one table: each phase's rate, podbatch's ratio to it, API writes and kube-apiserver
+8. collmemory (collection.py): the same with one collection of BENCH_MEMORY_COLLECTION
+   (100,000) tasks queued.
+9. prints one table: each phase's rate, podbatch's ratio to it, API writes and kube-apiserver
    CPU ms per task or pod, CPU seconds of the operator and the control plane processes.
 Then deletes the Pools (their finalizer must release the fake nodes; if it does not, the
 bench deletes them and reports it) and the namespace.
@@ -28,9 +33,10 @@ bench deletes them and reports it) and the namespace.
 Script:  KUBECONFIG=... .venv/bin/python tests/bench/bench_throughput.py [--tasks 2000 --nodes 50]
 pytest:  KUBECONFIG=... .venv/bin/pytest -m bench -s tests/bench/bench_throughput.py
 Env:     BENCH_TASKS (2000), BENCH_NODES (50), BENCH_SLOTS (4), BENCH_MEMORY_TASKS (10000, 0 = skip),
+         BENCH_COLLECTION_TASKS (10000), BENCH_MEMORY_COLLECTION (100000, 0 = skip),
          BENCH_THREADS (32), BENCH_OTHER_OPERATOR_WAIT (seconds to wait for another cluster-wide
          podbatch operator to go away before failing, 300), BENCH_PHASES (all of
-         podbatch,jobcontroller,singlejobs,raw,steady,memory), BENCH_STEADY_* (see steady.py)
+         podbatch,jobcontroller,singlejobs,raw,collection,steady,memory,collmemory), BENCH_STEADY_* (see steady.py)
 Results are also written as JSON to /tmp/podbatch-test-logs/bench-throughput-<id>.json.
 """
 from __future__ import annotations
@@ -58,13 +64,17 @@ from meters import (CpuMeter, JobWatch, PodWatch, apiserver_requests, control_pl
                     free_port, operator_metrics, other_operators, proc_cpu_seconds, proc_rss_mib, raw,
                     request_delta, retrying, run_threads, wait_until)
 from steady import Steady, steady_params  # noqa: E402
+from collection import collection_memory, collection_phase  # noqa: E402
 from podbatch.cli.main import with_job_owner  # noqa: E402
 from throughput_report import summary  # noqa: E402
 
 LOCAL_KUBECONFIG = Path(os.environ.get("PODBATCH_CACHE", Path.home() / ".cache/podbatch")) / "cluster/kubeconfig"
 POOL, EMPTY_POOL = "bench", "empty"
 RUN_LABEL = "bench.podbatch.io/run"
-PHASES = ("podbatch", "jobcontroller", "singlejobs", "raw", "steady", "memory")
+PHASES = ("podbatch", "jobcontroller", "singlejobs", "raw", "collection", "steady", "memory", "collmemory")
+
+
+RESULT_KEYS = {"collmemory": "collection_memory"}   # a phase's key in the result, where it is not its name
 
 
 def env_int(name: str, default: int) -> int:
@@ -108,12 +118,13 @@ def describe_passes(p: dict) -> str:
 class Bench:
     def __init__(self, kubeconfig: str, tasks: int, nodes: int, slots: int, memory_tasks: int,
                  threads: int, other_wait: float, phases: tuple[str, ...] = PHASES, steady: dict | None = None,
-                 log=print) -> None:
+                 log=print, collection_tasks: int = 10000, memory_collection: int = 100000) -> None:
         from kubernetes import client, config
         self.kubeconfig, self.n, self.nodes, self.slots = kubeconfig, tasks, nodes, slots
         self._jobs: dict[str, dict] = {}   # job name -> the Job as read once (its uid, for ownerReferences)
         self.memory_tasks, self.threads, self.other_wait, self.log = memory_tasks, threads, other_wait, log
         self.phases, self.steady = phases, steady or steady_params()
+        self.collection_tasks, self.memory_collection = collection_tasks, memory_collection
         self.pool = POOL
         cfg = client.Configuration()
         config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
@@ -265,11 +276,12 @@ class Bench:
                  f"(create phase {create_s:.1f} s = {n / create_s:.0f}/s); operator CPU {cpu['cpu_s'].get('operator')} s")
 
     # --- 2. the Job controller
-    def phase_jobcontroller(self) -> None:
-        n, name = self.n, "k8s-tp"
+    def phase_jobcontroller(self, n: int | None = None, key: str = "jobcontroller", name: str = "k8s-tp") -> None:
+        """One batch/v1 Job of n completions (BENCH_TASKS); its result under `key`."""
+        n = n or self.n
         par = self.nodes * self.slots
         mode = "Indexed" if self.indexed else "NonIndexed (server < 1.22 has no Indexed Jobs)"
-        self.result["jobcontroller_mode"] = mode
+        self.result[f"{key}_mode"] = mode
         self.log(f"[jobcontroller] one batch/v1 Job: {n} completions, parallelism {par}, {mode}")
         spec = {"completions": n, "parallelism": par, "backoffLimit": n,
                 "template": {"metadata": {"labels": {RUN_LABEL: self.run_id, "bench": name},
@@ -291,7 +303,7 @@ class Bench:
         wait_until(f"Job {name} succeeded={n}", done, max(900, n * 0.75), 0.25,
                    progress=lambda: f"active {st.get('active')} succeeded {st.get('succeeded')} failed {st.get('failed')}", log=self.log)
         total = time.monotonic() - t0
-        self.result["jobcontroller"] = {"seconds": round(total, 2), "pods_per_s": round(n / total, 1), "mode": mode,
+        self.result[key] = {"seconds": round(total, 2), "pods_per_s": round(n / total, 1), "mode": mode, "n": n,
                                         "cpu": meter.stop(), "api_writes": request_delta(req0, apiserver_requests(self.api))}
         self.log(f"    Job controller: {n} pods Succeeded in {total:.1f} s = {n / total:.1f} pods/s")
 
@@ -340,10 +352,11 @@ class Bench:
         return spec
 
     # --- 3. raw
-    def phase_raw(self) -> None:
-        n = self.n
-        self.log(f"[raw] {n} pods bound directly to the {self.nodes} fake nodes, {self.threads} threads")
-        watch = PodWatch(self.core, self.ns, "bench=raw")
+    def phase_raw(self, n: int | None = None, key: str = "raw", prefix: str = "raw") -> None:
+        """n pods (BENCH_TASKS) bound directly to the fake nodes; the result under `key`."""
+        n = n or self.n
+        self.log(f"[{key}] {n} pods bound directly to the {self.nodes} fake nodes, {self.threads} threads")
+        watch = PodWatch(self.core, self.ns, f"bench={prefix}")
         watch.start()
         req0 = apiserver_requests(self.api)
         meter = self.meter()
@@ -351,7 +364,7 @@ class Bench:
 
         def mk(i: int) -> None:
             body = {"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": f"raw-{i:05d}", "labels": {RUN_LABEL: self.run_id, "bench": "raw"},
+                    "metadata": {"name": f"{prefix}-{i:06d}", "labels": {RUN_LABEL: self.run_id, "bench": prefix},
                                  "annotations": {"sim.podbatch.io/duration": "0"}},
                     "spec": self.pod_spec(self.node_names[i % len(self.node_names)])}
             retrying(lambda: raw(self.core.create_namespaced_pod, self.ns, body))
@@ -362,7 +375,7 @@ class Bench:
         finally:
             watch.stop()
         total = max(watch.done.values()) - t0
-        self.result["raw"] = {"seconds": round(total, 2), "pods_per_s": round(n / total, 1),
+        self.result[key] = {"seconds": round(total, 2), "pods_per_s": round(n / total, 1), "n": n,
                               "create_seconds": round(create_s, 2), "create_per_s": round(n / create_s, 1),
                               "failed": len(watch.failed), "cpu": meter.stop(),
                               "api_writes": request_delta(req0, apiserver_requests(self.api))}
@@ -375,9 +388,7 @@ class Bench:
         self.cr("pools", kwok_pool(EMPTY_POOL, 0, slots=self.slots))
         wait_until("the empty pool's status", lambda: (self.get_cr("pools", EMPTY_POOL).get("status") or {}).get("allocationState"), 60)
         self.cr("jobs", job("mem", EMPTY_POOL))
-        c, t = self.op_cpu(), time.monotonic()
-        time.sleep(4)
-        idle_rate = (self.op_cpu() - c) / (time.monotonic() - t)   # the operator's CPU when nothing happens
+        idle_rate = self.idle_cpu_rate()
         before, cpu0 = self.op_rss(), self.op_cpu()
         ann = sim(0)
         self.job_of("mem")
@@ -404,33 +415,48 @@ class Bench:
             self.result["problems"].append(f"memory: {e}")
         seen_rss, opm_seen = self.op_rss(), operator_metrics(self.metrics_port)
         # then let the operator finish its writes for them (initial status, pending reason): idle CPU
-        last_cpu, quiet, peak = self.op_cpu(), 0, seen_rss
-        deadline = time.monotonic() + 120   # an operator that never idles is reported as not settled
-        while time.monotonic() < deadline and quiet < 3:
-            time.sleep(2)
-            cpu = self.op_cpu()
-            peak = max(peak, self.op_rss())
-            quiet = quiet + 1 if (cpu - last_cpu) / 2 < idle_rate * 1.5 + 0.05 else 0
-            last_cpu = cpu
-        settled = self.op_rss()
+        settled, peak, calm = self.settle(idle_rate, seen_rss)
         self.assert_operator()
         settled_s = time.monotonic() - t0
-        # a few more tasks, so the pool is planned again at this depth even by an operator that idles
-        for k in range(3):
-            self.cr("tasks", self.task(f"mem-poke-{k}", "mem", annotations=ann))
-            time.sleep(2)
-        time.sleep(2)
-        passes = pass_times(opm_seen, operator_metrics(self.metrics_port))
+        passes = self.poke("mem", opm_seen)
         per_k = (settled - before) / (m / 1000)
         self.result["memory"] = {
             "tasks": m, "rss_before_mib": round(before, 1), "rss_after_create_mib": round(after_create, 1),
             "rss_all_seen_mib": round(seen_rss, 1), "rss_settled_mib": round(settled, 1), "rss_peak_mib": round(peak, 1),
             "mib_per_1000_tasks": round(per_k, 2), "create_seconds": round(create_s, 1),
             "seen_and_settled_seconds": round(settled_s, 1), "all_seen": all_seen, "held_by_gauge": held(),
-            "settled": quiet >= 3, "idle_cpu_share": round(idle_rate, 3), "operator_cpu_s": round(self.op_cpu() - cpu0, 1),
+            "settled": calm, "idle_cpu_share": round(idle_rate, 3), "operator_cpu_s": round(self.op_cpu() - cpu0, 1),
             **passes}
         self.log(f"    operator RSS {before:.0f} MiB before -> {settled:.0f} MiB with {m} more tasks in flight "
                  f"(peak {peak:.0f}) = {per_k:.1f} MiB per 1,000 tasks; {describe_passes(passes)}")
+
+    def idle_cpu_rate(self) -> float:
+        """The operator's CPU share (CPU-s per s) over 4 s when nothing happens."""
+        c, t = self.op_cpu(), time.monotonic()
+        time.sleep(4)
+        return (self.op_cpu() - c) / (time.monotonic() - t)
+
+    def settle(self, idle_rate: float, rss: float) -> tuple[float, float, bool]:
+        """Wait (at most 120 s) until the operator's CPU is back to idle for 6 s: its RSS then,
+        its peak RSS meanwhile, and whether it settled (an operator that never idles did not)."""
+        last_cpu, quiet, peak = self.op_cpu(), 0, rss
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and quiet < 3:
+            time.sleep(2)
+            cpu = self.op_cpu()
+            peak = max(peak, self.op_rss())
+            quiet = quiet + 1 if (cpu - last_cpu) / 2 < idle_rate * 1.5 + 0.05 else 0
+            last_cpu = cpu
+        return self.op_rss(), peak, quiet >= 3
+
+    def poke(self, jname: str, opm_before: dict) -> dict:
+        """3 more tasks of job `jname`, 2 s apart, so its pool is planned again at the depth it
+        has even by an operator that idles; the mean pass times since `opm_before`."""
+        for k in range(3):
+            self.cr("tasks", self.task(f"{jname}-poke-{k}", jname, annotations=sim(0)))
+            time.sleep(2)
+        time.sleep(2)
+        return pass_times(opm_before, operator_metrics(self.metrics_port))
 
     # --- cleanup
     def cleanup(self) -> None:
@@ -474,7 +500,8 @@ class Bench:
         except ApiException:
             pass
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 300:
+        wait = 300 + 3 * ((self.result.get("collection") or {}).get("n") or 0) / 100   # its pods go with it
+        while time.monotonic() - t0 < wait:
             try:
                 self.core.read_namespace(self.ns)
             except ApiException as e:
@@ -483,7 +510,7 @@ class Bench:
                     break
             time.sleep(2)
         else:
-            self.result["problems"].append(f"namespace {self.ns} still terminating after 300 s")
+            self.result["problems"].append(f"namespace {self.ns} still terminating after {wait:.0f} s")
         if self.op:
             self.op.stop()
 
@@ -495,11 +522,12 @@ class Bench:
         try:
             self.setup()
             for phase in self.phases:
-                if phase == "memory" and not self.memory_tasks:
+                if phase == "memory" and not self.memory_tasks or phase == "collmemory" and not self.memory_collection:
                     continue
                 {"podbatch": self.phase_podbatch, "jobcontroller": self.phase_jobcontroller,
                  "singlejobs": self.phase_single_jobs, "raw": self.phase_raw, "steady": self.phase_steady,
-                 "memory": self.phase_memory}[phase]()
+                 "memory": self.phase_memory, "collection": lambda: collection_phase(self),
+                 "collmemory": lambda: collection_memory(self)}[phase]()
                 self.assert_operator()
         except BaseException as e:
             self.result["problems"].append(f"aborted: {e!r}"[:500])
@@ -521,6 +549,8 @@ class Bench:
 def params() -> dict:
     return {"tasks": env_int("BENCH_TASKS", 2000), "nodes": env_int("BENCH_NODES", 50), "slots": env_int("BENCH_SLOTS", 4),
             "memory_tasks": env_int("BENCH_MEMORY_TASKS", 10000), "threads": env_int("BENCH_THREADS", 32),
+            "collection_tasks": env_int("BENCH_COLLECTION_TASKS", 10000),
+            "memory_collection": env_int("BENCH_MEMORY_COLLECTION", 100000),
             "other_wait": float(os.environ.get("BENCH_OTHER_OPERATOR_WAIT") or 300),
             "phases": phases_from(os.environ.get("BENCH_PHASES")), "steady": steady_params()}
 
@@ -530,10 +560,13 @@ def params() -> dict:
 def test_throughput(kubeconfig, crds, nodesim):
     p = params()
     r = Bench(kubeconfig, **p, log=lambda s: print(s, flush=True)).run()
-    missing = [ph for ph in p["phases"] if ph not in r and not (ph == "memory" and not p["memory_tasks"])]
+    skipped = {"memory": not p["memory_tasks"], "collmemory": not p["memory_collection"]}
+    missing = [ph for ph in p["phases"] if RESULT_KEYS.get(ph, ph) not in r and not skipped.get(ph)]
     assert not missing, f"phases without a result: {missing}"
     if "podbatch" in r:
         assert r["podbatch"]["counts"].get("succeeded") == r["tasks"], r["podbatch"]["counts"]
+    if "collection" in r:
+        assert r["collection"]["counts"].get("succeeded") == r["collection"]["n"], r["collection"]["counts"]
     assert not [pr for pr in r["problems"] if pr.startswith("operator bug")], r["problems"]
 
 
@@ -546,12 +579,15 @@ def main() -> int:
     p.add_argument("--slots", type=int, default=d["slots"])
     p.add_argument("--memory-tasks", type=int, default=d["memory_tasks"], help="0 skips the memory phase")
     p.add_argument("--threads", type=int, default=d["threads"])
+    p.add_argument("--collection-tasks", type=int, default=d["collection_tasks"])
+    p.add_argument("--memory-collection", type=int, default=d["memory_collection"], help="0 skips the collmemory phase")
     p.add_argument("--other-operator-wait", type=float, default=d["other_wait"])
     p.add_argument("--phases", default=",".join(d["phases"]), help=f"a comma list of {', '.join(PHASES)}")
     a = p.parse_args()
     os.environ["KUBECONFIG"] = a.kubeconfig   # the operator child process reads it too
     Bench(a.kubeconfig, a.tasks, a.nodes, a.slots, a.memory_tasks, a.threads, a.other_operator_wait,
-          phases=phases_from(a.phases), steady=d["steady"], log=lambda s: print(s, flush=True)).run()
+          phases=phases_from(a.phases), steady=d["steady"], log=lambda s: print(s, flush=True),
+          collection_tasks=a.collection_tasks, memory_collection=a.memory_collection).run()
     return 0
 
 

@@ -323,3 +323,28 @@ class JobWatch(Watch):
             self.done.setdefault(obj["metadata"]["name"], now)
         elif st.get("failed"):
             self.failed.add(obj["metadata"]["name"])
+
+
+class StatusWatch(Watch):
+    """Custom objects (`list_fn(ns, **kw)` lists them): how many times each one's status
+    changed (each change is a status write: a write that changes nothing makes no event, a
+    metadata or spec write leaves the status as it was), and when each was first seen with
+    status.state `state`."""
+
+    def __init__(self, list_fn, ns: str, selector: str, state: str = "completed") -> None:
+        self.state = state
+        self.status: dict[str, dict] = {}
+        self.writes: dict[str, int] = {}
+        self.done: dict[str, float] = {}
+        super().__init__(list_fn, ns, selector)
+
+    def seen(self, obj: dict, now: float) -> None:
+        name = obj["metadata"]["name"]
+        st = obj.get("status") or {}
+        if name in self.status and st != self.status[name]:
+            self.writes[name] = self.writes.get(name, 0) + 1
+        elif name not in self.status and st:
+            self.writes[name] = 1   # first seen with a status already written
+        self.status[name] = st
+        if st.get("state") == self.state:
+            self.done.setdefault(name, now)

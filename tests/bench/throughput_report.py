@@ -11,6 +11,10 @@ from steady import report_lines as steady_lines
 PEERS = (("jobcontroller", "one Job of N", "one-Job", "POST jobs", 0.5),
          ("singlejobs", "N single Jobs", "single-Jobs", "POST jobs", 2.0),
          ("raw", "raw pods", "raw", "POST pods", 0.5))
+# the collection phase's peers at its own N: (result key, label, short name, client create, target collection / it)
+COLLECTION_PEERS = (("collection_jobcontroller", "one Job of N", "one-Job", "POST jobs", 1.2),
+                    ("collection_raw", "raw pods", "raw", "POST pods", 0.8))
+MB = 1e6 / 2**20   # MiB per MB (issue 13's memory target is in MB)
 
 
 def rate(ph: dict) -> float | None:
@@ -33,6 +37,10 @@ def ratios(r: dict) -> dict:
     for key, *_ in PEERS:
         peer = rate(r.get(key) or {})
         out[f"podbatch_over_{key}"] = round(pb / peer, 2) if pb and peer else None
+    coll = rate(r.get("collection") or {})
+    for key, *_ in COLLECTION_PEERS if r.get("collection") else ():
+        peer = rate(r.get(key) or {})
+        out[f"collection_over_{key.removeprefix('collection_')}"] = round(coll / peer, 2) if coll and peer else None
     return out
 
 
@@ -41,16 +49,34 @@ def _f(x, fmt: str = "") -> str:
 
 
 def summary(r: dict) -> str:
-    n, pb = r["tasks"], r.get("podbatch") or {}
-    r["ratios"] = rat = ratios(r)
+    r["ratios"] = ratios(r)
+    cluster = (f"cluster {r.get('server')} on {r['cpus']} CPUs (control plane, simulator, operator and this client share "
+               f"them); {r['nodes']} fake nodes x {r['slots']} slots")
+    lines = ["", "=" * 110]
+    if any(r.get(k) for k in ("podbatch", *(p[0] for p in PEERS))):
+        lines += single_task_lines(r, cluster)
+    else:
+        lines.append(cluster)
+    lines += collection_lines(r)
+    if r.get("steady"):
+        lines += steady_lines(r["steady"])
+    lines += memory_lines(r.get("memory"))
+    lines += collection_memory_lines(r.get("collection_memory"))
+    lines += [f"PROBLEM: {p}" for p in r["problems"]]
+    lines.append(f"operator log: {r.get('operator_log')}")
+    return "\n".join(lines)
+
+
+def single_task_lines(r: dict, cluster: str) -> list[str]:
+    """podbatch's single Tasks and their peers at BENCH_TASKS."""
+    n, pb, rat = r["tasks"], r.get("podbatch") or {}, r["ratios"]
     head = f"podbatch {n} single Tasks: {_f(rate(pb))}/s | " + " | ".join(
         f"{label.replace('N', str(n))}: {_f(rate(r.get(key) or {}))}/s" for key, label, *_ in PEERS)
-    lines = ["", "=" * 110, head,
+    lines = [head,
              "ratios: " + " | ".join(f"podbatch/{short} = {_f(rat[f'podbatch_over_{key}'])} (target >= {target})"
                                      for key, _, short, _, target in PEERS),
              "=" * 110,
-             f"cluster {r.get('server')} on {r['cpus']} CPUs (control plane, simulator, operator and this client share them); "
-             f"{r['nodes']} fake nodes x {r['slots']} slots; one Job: {r.get('jobcontroller_mode') or '-'}",
+             f"{cluster}; one Job: {r.get('jobcontroller_mode') or '-'}",
              f"  {'phase':<16}{'wall s':>8}{'per s':>8}{'create/s':>10}{'podbatch/x':>12}{'writes/obj':>12}"
              f"{'sys writes':>12}{'apiserver ms/obj':>18}"]
     rows = (("podbatch", "podbatch Tasks", "POST tasks"),) + tuple((k, label, c) for k, label, _, c, _ in PEERS)
@@ -69,12 +95,7 @@ def summary(r: dict) -> str:
     lines.append("  (writes are the API server's cluster-wide apiserver_request_total: other users of the cluster add to them)")
     lines += cpu_lines(r, rows)
     lines += operator_lines(pb)
-    if r.get("steady"):
-        lines += steady_lines(r["steady"])
-    lines += memory_lines(r.get("memory"))
-    lines += [f"PROBLEM: {p}" for p in r["problems"]]
-    lines.append(f"operator log: {r.get('operator_log')}")
-    return "\n".join(lines)
+    return lines
 
 
 def cpu_lines(r: dict, rows) -> list[str]:
@@ -122,4 +143,68 @@ def memory_lines(mem: dict | None) -> list[str]:
              f"reconcile pass {_f(mem.get('reconcile_pass_ms'))} ms mean of {mem.get('reconcile_passes')}"]
     if not mem["settled"]:
         lines.append("memory: the operator was still busy (CPU) with the queued tasks when RSS was read")
+    return lines
+
+
+def collection_lines(r: dict) -> list[str]:
+    """The collection phase: its rate, its ratios to its peers at the same N with their
+    targets, per task writes and kube-apiserver CPU, and its status writes."""
+    co = r.get("collection")
+    if not co:
+        return []
+    n, rat = co["n"], r["ratios"]
+    mode = r.get("collection_jobcontroller_mode") or "-"
+    lines = ["=" * 110,
+             f"collection of {n} tasks (one TaskCollection): {_f(rate(co))}/s | " + " | ".join(
+                 f"{label.replace('N', str(n))}: {_f(rate(r.get(key) or {}))}/s" for key, label, *_ in COLLECTION_PEERS)
+             + f" (one Job: {mode})",
+             "collection ratios: " + " | ".join(
+                 f"collection/{short} = {_f(rat[f'collection_over_' + key.removeprefix('collection_')])} (target >= {target})"
+                 for key, _, short, _, target in COLLECTION_PEERS),
+             f"  {'phase':<16}{'wall s':>8}{'per s':>8}{'coll/x':>12}{'writes/obj':>12}{'sys writes':>12}{'apiserver ms/obj':>18}"]
+    rows = (("collection", "TaskCollection", "POST taskcollections"),) + tuple((k, lab, c) for k, lab, _, c, _ in COLLECTION_PEERS)
+    for key, label, create in rows:
+        ph = r.get(key)
+        if not ph:
+            continue
+        po = ph["per_object"] = per_object(ph, ph.get("n") or n, create)
+        ratio = "" if key == "collection" else _f(rat[f"collection_over_{key.removeprefix('collection_')}"])
+        lines.append(f"  {label:<16}{ph['seconds']:>8.1f}{_f(rate(ph)):>8}{ratio:>12}"
+                     f"{_f(po['writes']):>12}{_f(po['system_writes']):>12}{_f(po['apiserver_ms']):>18}")
+    w = co.get("api_writes") or {}
+    po = co["per_object"]
+    lines.append(f"collection: {_f(po['writes'])} API writes per task ({_f(po['system_writes'])} besides the client's create), "
+                 f"kube-apiserver {_f(po['apiserver_ms'])} ms CPU per task; TaskCollection status writes: "
+                 f"{co.get('status_writes_watched')} (watched), {w.get('PATCH taskcollections/status', 0)} (API server counter)")
+    if w:
+        lines.append("  writes per task, collection: " + ", ".join(f"{k} {v / n:.3f}" for k, v in list(w.items())[:8]))
+    lines.append(f"collection: its state completed after {_f(co.get('collection_completed_seconds'))} s, its job after "
+                 f"{co['seconds']} s (timed from the job's create; the collection and the job switched to terminatejob "
+                 f"took {co.get('create_seconds')} s)")
+    lines += cpu_lines(r, rows)
+    om = co.get("operator_metrics") or {}
+    passes = om.get("podbatch_reconcile_pass_seconds_count")
+    if passes:
+        op_share = co["cpu"]["cpu_s"].get("operator", 0) / max(co["cpu"]["wall_s"], 1e-9)
+        lines.append(f"collection: operator CPU {op_share:.0%} of one core; {passes:.0f} reconcile passes, mean "
+                     f"{om.get('podbatch_reconcile_pass_seconds_sum', 0) / passes * 1000:.0f} ms; scheduler plan() "
+                     f"{om.get('podbatch_scheduler_pass_seconds_sum', 0):.2f} s in {om.get('podbatch_scheduler_pass_seconds_count', 0):.0f} calls")
+    return lines
+
+
+def collection_memory_lines(mem: dict | None) -> list[str]:
+    if not mem:
+        return []
+    lines = [f"collection memory: operator RSS {mem['rss_before_mib']} MiB -> {mem['rss_settled_mib']} MiB "
+             f"= {mem['rss_settled_mib'] / MB:.0f} MB (target <= 300 MB) with one collection of {mem['tasks']} tasks queued "
+             f"(peak {mem['rss_peak_mib']}; {mem['mib_per_100000_tasks']} MiB per 100,000); counted in its status after "
+             f"{mem['seen_seconds']} s, settled after {mem['seen_and_settled_seconds']} s, operator CPU {mem['operator_cpu_s']} s, "
+             f"{mem['status_writes_watched']} status writes",
+             f"collection memory: at that depth scheduler plan() {_f(mem.get('scheduler_pass_ms'))} ms mean of "
+             f"{mem.get('scheduler_passes')} passes (target <= 100), reconcile pass {_f(mem.get('reconcile_pass_ms'))} ms "
+             f"mean of {mem.get('reconcile_passes')}"]
+    if not mem["all_seen"]:
+        lines.append("collection memory: the collection's status never counted every task")
+    if not mem["settled"]:
+        lines.append("collection memory: the operator was still busy (CPU) with the collection when RSS was read")
     return lines

@@ -6,6 +6,7 @@ loses nothing and runs nothing twice."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from kubernetes import watch
@@ -166,3 +167,24 @@ def test_terminate_and_reactivate_a_collections_tasks(operator, objects, core_v1
     assert tst["failedIndexes"] == "0,2", tst
     job_counts = objects.status("Job", "j")["taskCounts"]
     assert job_counts["completed"] == 5 and job_counts["failed"] == 3, job_counts
+
+
+def test_a_bad_collection_is_refused_with_a_reason_and_nothing_runs(operator, objects, core_v1, namespace):
+    objects.create(kwok_pool("p", 1, slots=1))
+    objects.create(job("j", "p"))
+    objects.create(job("k", "p"))
+    # the node simulator's annotations may not go in a pod template (podbatch.io keys are podbatch's)
+    objects.create({"kind": "TaskCollection", "metadata": {"name": "bad"}, "spec": {"jobName": "j", "parametricSweep": {
+        "parameterSets": [{"start": 0, "end": 3}], "repeatTask": {"commandLine": "x {1}"}}}})
+    objects.create(sweep("moved", "j", 2, sim={"duration": "3"}))   # one slot: the second waits for the first
+    wait_for("moved's first task", lambda: _task_pods(core_v1, namespace, "moved"), 60)
+    objects.patch("TaskCollection", "moved", {"spec": {"jobName": "k"}})
+    for name, text in (("bad", "repeatTask uses {1} but there are only 1 parameterSets"), ("moved", "spec.jobName cannot change")):
+        cond = wait_for(f"{name} stalled", lambda: next((c for c in objects.status("TaskCollection", name).get("conditions") or []
+                                                         if c["type"] == "Stalled" and c["status"] == "True"), None), 30)
+        assert cond["reason"] == "InvalidSpec" and text in cond["message"], cond
+    assert _task_pods(core_v1, namespace, "bad") == []
+    events = core_v1.list_namespaced_event(namespace, field_selector="involvedObject.name=moved").items
+    assert any(e.reason == "InvalidSpec" for e in events), [e.reason for e in events]
+    time.sleep(6)   # the first task has ended: its slot is free
+    assert [p.metadata.name for p in _task_pods(core_v1, namespace, "moved")] == ["moved-0-1"], "a stalled collection started a task"

@@ -20,7 +20,7 @@ def podbatch_docs(path: Path) -> list[dict]:
 
 def test_there_are_examples_of_every_kind():
     kinds = {d["kind"] for f in FILES for d in podbatch_docs(f)}
-    assert kinds == {"Pool", "Job", "Task", "JobSchedule", "PoolGrant"}  # ComputeNodes are made by podbatch
+    assert kinds == {"Pool", "Job", "Task", "TaskCollection", "JobSchedule", "PoolGrant"}  # ComputeNodes are made by podbatch
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(EXAMPLES)))

@@ -30,6 +30,9 @@ class Collections:
                 continue
             job = s.jobs.get(cs.job)
             invalid = self._validate(body)
+            if not invalid and (invalid := self._job_changed(cs)):
+                self.ex.event(body, "Warning", "InvalidSpec", invalid)   # (the same warning is posted once in 10 minutes)
+            cs.stalled = bool(invalid)
             owner = jobcore.job_owner_uid(body)
             if not invalid and job is not None and not owner:
                 await self._safely(f"collection:{ck}", self._act([A.PatchObject(
@@ -49,6 +52,15 @@ class Collections:
             missing = None if job is not None else (f"job {body['spec'].get('jobName')!r} does not exist in namespace "
                                                     f"{body['metadata']['namespace']}; create it or fix spec.jobName")
             await self._write_collection_status(ck, invalid, missing, now)
+
+    @staticmethod
+    def _job_changed(cs) -> str | None:
+        """A collection's tasks stay with the job they were created for (cs.job)."""
+        now = cs.body["spec"].get("jobName", "")
+        was = cs.job.split("/", 1)[1]
+        if now == was:
+            return None
+        return f"spec.jobName cannot change (it was {was!r}); set it back, or create another collection for job {now!r}"
 
     async def _collection_requests(self, ck: str) -> None:
         """spec.reactivate and spec.terminateIndexes: Batch's reactivate and terminate task."""
@@ -95,7 +107,7 @@ class Collections:
             cs.dirty = True   # (an invalid spec's Event: _validate posts it)
         elif st.get("size") != cs.size or st.get("state") != patch["state"]:
             cs.dirty = True
-        if not cs.dirty or (now - self._flushed.get(ck, 0.0) < FLUSH_EVERY and patch["state"] != "completed"):
+        if not cs.dirty or (now - self._flushed.get(ck, 0.0) < FLUSH_EVERY and patch["state"] != "completed" and not cs.urgent):
             return
         self._flushed[ck] = now
         await self._safely(f"collection:{ck}", self.ex.write_collection(ck, {"conditions": conds}))

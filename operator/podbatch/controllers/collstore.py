@@ -44,6 +44,7 @@ class CollState:
     ids: dict | None = None                           # explicit ids -> index (lists with their own ids)
     handled_reactivate: str | None = None             # the last spec.reactivate.requestId acted on
     terminated_seen: str | None = None                # a spec.terminateIndexes whose every index is done
+    stalled: bool = False                             # its spec is invalid: none of its tasks starts
 
     @property
     def done(self) -> int:
@@ -73,8 +74,8 @@ class CollectionStore:
                 self.dirty_jobs.add(cs.job)
             self._touch()
             return
-        if cs is not None and (cs.body["metadata"].get("uid") != meta.get("uid") or cs.job != jk):
-            self.put_collection(cs.body, deleted=True)   # an earlier collection of this name, or its job changed
+        if cs is not None and cs.body["metadata"].get("uid") != meta.get("uid"):
+            self.put_collection(cs.body, deleted=True)   # an earlier collection of this name
             cs = None
         if cs is not None:
             if int(meta.get("resourceVersion") or 0) < int(cs.body["metadata"].get("resourceVersion") or 0):
@@ -292,6 +293,14 @@ class CollectionStore:
             self.put_task({**t, "metadata": {**t["metadata"], "resourceVersion": "0"}}, deleted=True)
         if cs.states[index] == PENDING:
             cs.cursor = min(cs.cursor, index)   # a task dropped before its end is taken again
+
+    def held(self, t: dict) -> bool:
+        """Whether `t` is a collection's task that may not be bound now: its collection is
+        stalled (an invalid spec), or holds changes a crash must not lose that are not written
+        yet (a new attempt, after a failed write: no pod of an attempt its status does not have)."""
+        v = coll.virtual(t)
+        cs = v and self.collections.get(_key(t["metadata"]["namespace"], v[0]))
+        return bool(cs and (cs.urgent or cs.stalled))
 
     # --- what the engine reads -----------------------------------------------------
     def status_patch(self, ck: str) -> dict:

@@ -168,6 +168,11 @@ class Jobs:
             ns = jk.split("/", 1)[0]
             for st in ("active", "preparing", "running", "completed"):
                 totals[(ns, pool, st)] = totals.get((ns, pool, st), 0) + counts.get(st, 0)
+        for cs in self.store.collections.values():   # a collection's tasks not in memory now
+            job = self.store.jobs.get(cs.job)
+            labels = (cs.job.split("/", 1)[0], jobcore.pool_id_of(job) if job else "")
+            for st, n in (("active", cs.size - cs.done - len(cs.materialized)), ("completed", cs.done)):
+                totals[(*labels, st)] = totals.get((*labels, st), 0) + n
         metrics.TASKS.clear()
         for labels, n in totals.items():
             if n:

@@ -71,7 +71,7 @@ class Scheduling:
                 state = st.get("state")
                 if state not in (None, ACTIVE) or any(c.get("reason") == "InvalidSpec" and c.get("status") == "False" for c in st.get("conditions") or []):
                     continue
-                if t["spec"].get("desiredState") == "terminated" or st.get("stoppingPods"):
+                if t["spec"].get("desiredState") == "terminated" or st.get("stoppingPods") or s.held(t):
                     continue   # (the previous attempt's pods must be gone before the next is bound)
                 deps = t["spec"].get("dependsOn")
                 if deps and uses_deps:
