@@ -368,7 +368,7 @@ class Demo:
                                            else "held by this pool" if holder == ours
                                            else f"held by another pool ({POOL_LABEL}={holder})"))
         if snap:
-            print("\n".join("  " + line for line in fmt.status_report(snap["job"], snap["tasks"], snap["pool"], snap["nodes"]).splitlines()))
+            print("\n".join("  " + line for line in fmt.status_report(snap["job"], snap["tasks"], snap["pool"], snap["nodes"], collections=snap.get("collections", ())).splitlines()))
 
     # --- results ----------------------------------------------------------------------
     def results(self, cluster: Cluster, phase: Phase, snap: dict[str, Any] | None) -> None:

@@ -92,6 +92,13 @@ def test_task_and_node_files_after_the_pod_is_gone(real_pool, objects, core_v1, 
     ok(podbatch(kubeconfig, namespace, "files", "get", "fj-writer", "wd/result.bin", "-o", str(out)))
     assert out.read_bytes() == b"\x00\x01bin"
     task_dir = st["nodeInfo"]["taskRootDirectory"]
+
+    # a TaskCollection's task: its files and its log, found through its pod's binding
+    objects.create({"kind": "TaskCollection", "metadata": {"name": "fc"}, "spec": {"jobName": "fj", "parametricSweep": {
+        "parameterSets": [{"start": 7, "end": 7}], "repeatTask": {"commandLine": "/bin/sh -c \"echo frame {0}\""}}}})
+    wait_for("fc-0 succeeded", lambda: objects.status("TaskCollection", "fc").get("succeededIndexes") == "0", 120)
+    assert ok(podbatch(kubeconfig, namespace, "files", "get", "fc-0", "stdout.txt")) == b"frame 7\n"
+    assert ok(podbatch(kubeconfig, namespace, "logs", "fc-0")) == b"frame 7\n"
     assert ok(podbatch(kubeconfig, namespace, "files", "get", "fj-writer", f"{task_dir}/wd/sub/deep.txt")) == b"deep\n"
 
     # what cannot be read says why, and nothing is left half-written

@@ -352,12 +352,9 @@ def _resolve(cluster, args: argparse.Namespace) -> Location:
 
 
 def _find_task(cluster, name: str, job: str | None) -> dict[str, Any]:
-    if not job:
-        return cluster.get("Task", name)
-    for t in cluster.tasks_of(job):
-        if (t.get("spec") or {}).get("id") == name or t["metadata"]["name"] == name:
-            return t
-    raise FilesError(f"job {job} has no task with id or name {name!r}")
+    """A Task, or a TaskCollection's task (its node and directory from its pod's binding)."""
+    from podbatch.cli import colltasks
+    return colltasks.resolve(cluster, name, job)
 
 
 def cmd_files(args: argparse.Namespace, out=None) -> int:

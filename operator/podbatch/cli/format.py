@@ -63,10 +63,22 @@ def task_result(task: Mapping[str, Any]) -> str | None:
     return "success" if code == 0 else "failure"
 
 
-def count_tasks(tasks: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Counts by state plus succeeded/failed/total, computed from the tasks themselves."""
+def count_tasks(tasks: Iterable[Mapping[str, Any]], collections: Iterable[Mapping[str, Any]] = ()) -> dict[str, int]:
+    """Counts by state plus succeeded/failed/total, computed from the tasks themselves and
+    from the taskCounts of the TaskCollections' status (their tasks are no objects; a
+    collection the operator has not counted yet is all active and unseen)."""
     c = {"total": 0, "active": 0, "preparing": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0,
          "unseen": 0}
+    for coll in collections:
+        size = collection_size(coll)
+        c["total"] += size
+        tc = _get(coll, "status", "taskCounts")
+        if not tc:
+            c["active"] += size
+            c["unseen"] += size
+            continue
+        for k in ("active", "running", "completed", "succeeded", "failed"):
+            c[k] += int(tc.get(k) or 0)
     for t in tasks:
         c["total"] += 1
         state = task_state(t)
@@ -79,6 +91,37 @@ def count_tasks(tasks: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         elif r == "failure":
             c["failed"] += 1
     return c
+
+
+def collection_size(coll: Mapping[str, Any]) -> int:
+    """How many tasks a TaskCollection has: its status's size, else counted from its spec."""
+    size = _get(coll, "status", "size")
+    if size is not None:
+        return int(size)
+    from podbatch.core.collections import size as spec_size
+    try:
+        return spec_size(coll.get("spec") or {})
+    except (TypeError, ValueError, KeyError):
+        return 0
+
+
+def collection_lines(collections: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`status`'s lines for a job's TaskCollections: counts, index ranges, why one is stalled."""
+    lines = []
+    for coll in sort_by_name(collections):
+        st = coll.get("status") or {}
+        tc = st.get("taskCounts") or {}
+        name = _get(coll, "metadata", "name", default="?")
+        text = (f"  {name}: {collection_size(coll)} tasks, {tc.get('active', 0)} active, {tc.get('running', 0)} running, "
+                f"{tc.get('succeeded', 0)} succeeded" + (f" ({st['succeededIndexes']})" if st.get("succeededIndexes") else "")
+                + f", {tc.get('failed', 0)} failed" + (f" ({st['failedIndexes']})" if st.get("failedIndexes") else ""))
+        if not st:
+            text = f"  {name}: {collection_size(coll)} tasks, not seen by the operator yet"
+        lines.append(text)
+        for cond in st.get("conditions") or []:
+            if cond.get("type") == "Stalled" and cond.get("status") == "True":
+                lines.append(f"    stalled: {cond.get('reason')}: {cond.get('message')}")
+    return (["Collections:"] + lines) if lines else []
 
 
 def pool_node_summary(pool: Mapping[str, Any] | None, nodes: Sequence[Mapping[str, Any]] = ()) -> str:
@@ -271,12 +314,13 @@ def _id_list(ids: Sequence[str], limit: int = 8) -> str:
 
 def status_report(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
                   pool: Mapping[str, Any] | None = None, nodes: Sequence[Mapping[str, Any]] = (),
-                  width: int = 30, ascii: bool = False) -> str:
-    """What `kubectl podbatch status JOB` prints."""
+                  width: int = 30, ascii: bool = False, collections: Sequence[Mapping[str, Any]] = ()) -> str:
+    """What `kubectl podbatch status JOB` prints (a TaskCollection's tasks counted and summed
+    up per collection, not listed one by one: `tasks JOB` lists them)."""
     name = _get(job, "metadata", "name", default="?")
     st = _get(job, "status", default={})
     spec = _get(job, "spec", default={})
-    counts = count_tasks(tasks)
+    counts = count_tasks(tasks, collections)
     lines = [f"Job:       {name} (namespace {_get(job, 'metadata', 'namespace', default='?')})",
              f"State:     {st.get('state') or 'not seen by the operator yet'}"
              + (f" (since {st['stateTransitionTime']})" if st.get("stateTransitionTime") else ""),
@@ -298,6 +342,7 @@ def status_report(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
                                                ("active", "running", "completed", "succeeded", "failed")))
     if pool is not None or nodes:
         lines.append(f"Nodes:     {pool_node_summary(pool, nodes)}")
+    lines += collection_lines(collections)
     by_state: dict[str, list[str]] = {}
     for t in sort_tasks(tasks):
         key = task_state(t)

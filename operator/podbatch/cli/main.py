@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from podbatch.cli import colltasks
 from podbatch.cli import format as fmt
 from podbatch.cli import output
 from podbatch.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT
@@ -114,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--reason", default="UserTerminate", metavar="TEXT",
                    help="written to the Job's spec.terminateReason (default UserTerminate)")
 
-    task = cmd("task", "task operations (patch Task.spec)")
+    task = cmd("task", "task operations (patch Task.spec; a TaskCollection's task: its collection's spec)")
     tsub = task.add_subparsers(dest="action", metavar="ACTION", required=True)
-    x = cmd("reactivate", "run a completed (failed) task again", tsub)
-    x.add_argument("task")
-    x = cmd("terminate", "end a task", tsub)
-    x.add_argument("task")
+    for action, text in (("reactivate", "run a completed (failed) task again"), ("terminate", "end a task")):
+        x = cmd(action, text, tsub)
+        x.add_argument("task", help="Task name, or a collection's task <collection>-<index> (or a Batch id with --job)")
+        x.add_argument("--job", help="resolve TASK as a Batch task id (or name) within this job")
 
     # `files ls|get TASK` and `node files ls|get NODE` (cli/files.py); they set args.run
     from podbatch.cli import files
@@ -210,12 +211,12 @@ def cmd_apply(args: argparse.Namespace, out=None) -> int:
         return rc
     cluster = _cluster(args)
     # Pools before jobs before tasks, other kinds (namespaces, config) first of all.
-    order = {"Namespace": -2, "Pool": 0, "ComputeNode": 1, "Job": 2, "JobSchedule": 3, "Task": 4}
+    order = {"Namespace": -2, "Pool": 0, "ComputeNode": 1, "Job": 2, "JobSchedule": 3, "Task": 4, "TaskCollection": 4}
     conflicts = []
     jobs: dict[str, dict | None] = {}   # Job name -> the Job (applied now, or read), for Tasks' owner
     for m in sorted(docs, key=lambda m: order.get(m.kind, -1)):
         body = m.body
-        if m.kind == "Task":
+        if m.kind in ("Task", "TaskCollection"):
             job_name = (body.get("spec") or {}).get("jobName")
             if job_name and job_name not in jobs:
                 jobs[job_name] = cluster.find("Job", job_name)
@@ -254,6 +255,7 @@ def snapshot(cluster, job_name: str) -> dict[str, Any]:
     from podbatch.cli.kube import CliError
     job = cluster.get("Job", job_name)
     tasks = cluster.tasks_of(job_name)
+    colls = colltasks.collections(cluster, job_name)
     pool_name = ((job.get("spec") or {}).get("poolInfo") or {}).get("poolId") \
         or ((job.get("status") or {}).get("executionInfo") or {}).get("poolId")
     pool, nodes = None, []
@@ -263,7 +265,8 @@ def snapshot(cluster, job_name: str) -> dict[str, Any]:
         except CliError:
             pool = {"metadata": {"name": pool_name}, "status": {}}
         nodes = cluster.nodes_of(pool_name)
-    return {"job": job, "tasks": tasks, "pool": pool, "nodes": nodes, "counts": fmt.count_tasks(tasks)}
+    return {"job": job, "tasks": tasks, "pool": pool, "nodes": nodes, "collections": colls,
+            "counts": fmt.count_tasks(tasks, colls)}
 
 
 def progress_line(snap: dict[str, Any], ascii: bool = False) -> str:
@@ -275,7 +278,8 @@ def progress_line(snap: dict[str, Any], ascii: bool = False) -> str:
 
 def cmd_status(args: argparse.Namespace, out=None) -> int:
     snap = snapshot(_cluster(args), args.job)
-    print(fmt.status_report(snap["job"], snap["tasks"], snap["pool"], snap["nodes"]), file=out)
+    print(fmt.status_report(snap["job"], snap["tasks"], snap["pool"], snap["nodes"], collections=snap["collections"]),
+          file=out)
     return output.job_exit_code(snap["job"], snap["counts"])
 
 
@@ -354,6 +358,8 @@ def cmd_list(args: argparse.Namespace, out=None) -> int:
     items = cluster.list(kind, label_selector=args.selector)
     if owner:
         items = [o for o in items if (o.get("spec") or {}).get(owner_field) == owner]
+    if kind == "Task":   # and the tasks of the job's (the namespace's) TaskCollections
+        items += colltasks.listing(cluster, owner, args.selector)
     items = fmt.sort_tasks(items) if kind == "Task" else fmt.sort_by_name(items)
     text = output.render_objects(items, args.output, table)
     if text is not None:
@@ -365,28 +371,19 @@ def cmd_list(args: argparse.Namespace, out=None) -> int:
     return EXIT_OK
 
 
-def _resolve_task(cluster, name: str, job: str | None) -> dict[str, Any]:
-    from podbatch.cli.kube import CliError
-    if job:
-        for t in cluster.tasks_of(job):
-            if fmt.task_id(t) == name or t["metadata"]["name"] == name:
-                return t
-        raise CliError(f"job {job} has no task with id or name {name!r}")
-    return cluster.get("Task", name)
-
-
 def cmd_logs(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli.kube import CliError, is_fake_node, read_pod_log
     cluster = _cluster(args)
-    task = _resolve_task(cluster, args.task, args.job)
+    task = colltasks.resolve(cluster, args.task, args.job)
     name = task["metadata"]["name"]
-    pods = cluster.task_pods(name)
+    pods = colltasks.task_pods(cluster, task)
     if args.attempt:
         pod = next((p for p in pods if p["metadata"]["name"].endswith(f"-{args.attempt}")), None)
         if pod is None:
             raise CliError(f"task {name} has no pod of attempt {args.attempt} (pods: {', '.join(p['metadata']['name'] for p in pods) or 'none'})")
     else:
-        pod = cluster.current_pod(task)
+        current = (task.get("status") or {}).get("podName")
+        pod = next((p for p in pods if p["metadata"]["name"] == current), pods[-1] if pods else None)
     if pod is None:
         state = fmt.task_state(task)
         reason = ((task.get("status") or {}).get("pendingReason") or {}).get("reason")
@@ -457,6 +454,11 @@ def cmd_operation(args: argparse.Namespace, out=None) -> int:
     from podbatch.cli.kube import new_request_id
     kind, name, patch = spec_patch(args, new_request_id)
     cluster = _cluster(args)
+    if kind == "Task" and (getattr(args, "job", None) or cluster.find("Task", name) is None):
+        task = colltasks.resolve(cluster, name, getattr(args, "job", None))
+        if colltasks.collection_of(task) is not None:   # a collection's task: its collection's spec is patched
+            return colltasks.operate(cluster, task, args.action, new_request_id, out)
+        name = task["metadata"]["name"]
     cluster.patch_spec(kind, name, patch)
     what = ", ".join(f"{k}={v}" for k, v in _flatten(patch))
     print(f"{kind.lower()}.podbatch.io/{name} patched: {what}", file=out)

@@ -540,6 +540,8 @@ class Store(CollectionStore):
             horizon = 0
         gone = []
         for k, obj in list(table.items()):
+            if plural == "tasks" and collcore.virtual(obj):
+                continue   # a collection's task is no object of the API: its collection's deletion drops it
             rv = obj.rv if isinstance(obj, PodRecord) else _rv(obj)
             if k not in listed and rv <= horizon:
                 gone.append(k)

@@ -12,13 +12,14 @@ import re
 from collections.abc import Iterable, Iterator
 
 from podbatch import API_VERSION, GROUP
+from podbatch.core import naming
 
 LABEL_COLLECTION = f"{GROUP}/collection"   # on a collection task's pods: its TaskCollection
 LABEL_INDEX = f"{GROUP}/collection-index"   # ... and its index in it
 VIRTUAL = f"{GROUP}/collection-task"   # on a virtual Task body's metadata (never sent): (collection, index)
 MAX_LISTED = 10_000   # tasks of an explicit list (the object must stay well below etcd's 1.5 MB)
 MAX_SIZE = 1_000_000   # tasks of a sweep
-SIM_PREFIX = "sim.podbatch.io/"   # the node simulator's annotations (docs/nodesim.md) go to every task's pods
+SIM_PREFIX = naming.SIM_PREFIX   # the node simulator's annotations (docs/nodesim.md) go to every task's pods
 
 _FIELD = re.compile(r"\{\{|\}\}|\{(\d+)(?::(\d+))?\}")
 
