@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -209,6 +210,41 @@ def pvc(core_v1, namespace):
         except Exception:
             pass
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_task_per_file_collection_runs_one_task_per_blob_and_a_failed_listing_holds_its_job(
+        real_pool, objects, namespace, azurite):
+    """taskPerFile (issue 13): the operator lists the container once, records the files in
+    the collection's status, and each task gets its blob by {url}; a listing that fails
+    stalls the collection with the reason, and its job does not complete without it."""
+    svc, _ = azurite
+    cc, sas_url = _container(svc, "perfile", read=True, list=True)
+    for name, data in (("in/alpha.txt", b"alpha\n"), ("in/deep/beta.txt", b"beta\n"), ("out/skip.txt", b"no\n")):
+        cc.upload_blob(name, data)
+    objects.create(job("pf", real_pool, onAllTasksComplete="terminatejob"))
+    objects.create({"kind": "TaskCollection", "metadata": {"name": "each"}, "spec": {"jobName": "pf", "taskPerFile": {
+        "source": {"containerUrl": sas_url, "prefix": "in/"},
+        "repeatTask": {"commandLine": "grep -qx {fileNameWithoutExtension} {fileName}",
+                       "resourceFiles": [{"httpUrl": "{url}", "filePath": "{fileName}"}],
+                       "environmentSettings": [{"name": "BLOB", "value": "{filePath}"}]}}}})
+    done = objects.wait_job_done("pf", 180)
+    assert done["taskCounts"]["succeeded"] == 2 and done["taskCounts"]["failed"] == 0, done
+    st = objects.status("TaskCollection", "each")
+    assert st["files"] == ["in/alpha.txt", "in/deep/beta.txt"] and st["size"] == 2 and st["succeededIndexes"] == "0-1", st
+
+    # a SAS that does not allow listing: stalled with the storage's answer; the job waits
+    _, no_list = _container(svc, "nolist", read=True)
+    objects.create(job("bad", real_pool, onAllTasksComplete="terminatejob"))
+    objects.create(task("bad-first", "bad", "true"))
+    objects.create({"kind": "TaskCollection", "metadata": {"name": "unlisted"}, "spec": {"jobName": "bad", "taskPerFile": {
+        "source": {"containerUrl": no_list}, "repeatTask": {"commandLine": "true"}}}})
+    cond = wait_for("the listing's failure", lambda: next((c for c in objects.status("TaskCollection", "unlisted").get("conditions") or []
+                                                           if c["type"] == "Stalled" and c["status"] == "True"), None), 90)
+    assert cond["reason"] == "FileListingFailed" and "HTTP 403" in cond["message"], cond
+    objects.wait_state("Task", "bad-first", "completed", 120)
+    time.sleep(3)
+    bad = objects.status("Job", "bad")
+    assert bad.get("state") == "active" and bad["taskCounts"]["active"] == 1, bad
 
 
 def test_output_files_to_a_blob_container_and_a_pvc_per_upload_condition(real_pool, objects, namespace, azurite, pvc):

@@ -164,3 +164,44 @@ def test_reactivate_runs_a_failed_task_again_at_its_next_attempt():
     assert st["attempts"] == [{"index": 1, "attempt": 2, "retryCount": 0, "requeueCount": 0}]
     s.fill("ns/c", 5)
     assert s.task("ns/c-1")["status"]["attempt"] == 2
+
+
+# --- task per file ---------------------------------------------------------------------
+
+PER_FILE = {"jobName": "j", "taskPerFile": {
+    "source": {"containerUrl": "https://acct.blob.example/frames?sv=1&sig=a%2Bb", "prefix": "in/"},
+    "repeatTask": {"commandLine": "ffmpeg -i {fileName} {fileNameWithoutExtension}.mp4 {{literal}}",
+                   "resourceFiles": [{"httpUrl": "{url}", "filePath": "{fileName}"}],
+                   "environmentSettings": [{"name": "SRC", "value": "{filePath}"}]}}}
+
+
+def test_a_task_per_file_collection_has_a_task_per_listed_file_and_none_before_the_listing():
+    assert coll.size(PER_FILE) == 0 and coll.size(PER_FILE, []) == 0
+    files = ["in/a b.mov", "in/deep/c.tar.gz", "in/.hidden"]
+    assert coll.size(PER_FILE, files) == 3
+    assert coll.body_size({"spec": PER_FILE, "status": {"files": files}}) == 3
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("in/a b.mov", {"url": "https://acct.blob.example/frames/in/a%20b.mov?sv=1&sig=a%2Bb", "filePath": "in/a b.mov",
+                    "fileName": "a b.mov", "fileNameWithoutExtension": "a b"}),
+    ("in/deep/c.tar.gz", {"url": "https://acct.blob.example/frames/in/deep/c.tar.gz?sv=1&sig=a%2Bb",
+                          "filePath": "in/deep/c.tar.gz", "fileName": "c.tar.gz", "fileNameWithoutExtension": "c.tar"}),
+    ("in/.hidden", {"url": "https://acct.blob.example/frames/in/.hidden?sv=1&sig=a%2Bb", "filePath": "in/.hidden",
+                    "fileName": ".hidden", "fileNameWithoutExtension": ".hidden"}),
+])
+def test_file_placeholders(name, expected):
+    assert coll.file_params(PER_FILE, name) == expected
+
+
+def test_a_file_task_has_its_placeholders_replaced_everywhere():
+    t = coll.task_spec(PER_FILE, 1, ["in/x.mov", "in/y.mov"])
+    assert t["commandLine"] == "ffmpeg -i y.mov y.mp4 {literal}"
+    assert t["resourceFiles"] == [{"httpUrl": "https://acct.blob.example/frames/in/y.mov?sv=1&sig=a%2Bb", "filePath": "y.mov"}]
+    assert t["environmentSettings"] == [{"name": "SRC", "value": "in/y.mov"}]
+    assert coll.task_spec(PER_FILE, 0, ["in/{0}.txt"])["environmentSettings"][0]["value"] == "in/{0}.txt"   # not re-read
+    body = {"metadata": {"name": "f", "namespace": "ns", "uid": "u",
+                         "annotations": {"sim.podbatch.io/duration": "{fileNameWithoutExtension}"}},
+            "spec": PER_FILE, "status": {"files": ["in/3.dat"]}}
+    vt = coll.task_body(body, 0, [])
+    assert vt["metadata"]["annotations"] == {"sim.podbatch.io/duration": "3"} and vt["spec"]["id"] == "f-0"

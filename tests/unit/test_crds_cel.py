@@ -112,6 +112,8 @@ T = {"jobName": "j", "commandLine": "echo"}
 GOOD = [
     ("TaskCollection", {"jobName": "j", "parametricSweep": {"parameterSets": [{"start": 0, "end": 1}], "repeatTask": {"commandLine": "b {0}"}}}),
     ("TaskCollection", {"jobName": "j", "tasks": [{"commandLine": "a", "id": "x"}]}),
+    ("TaskCollection", {"jobName": "j", "taskPerFile": {"source": {"containerUrl": "https://a/c?sig=x", "prefix": "in/"},
+                                                        "repeatTask": {"commandLine": "f {fileName}"}}}),
     ("Pool", {"nodeGroup": KWOK}),
     ("Pool", {"nodeGroup": {"provider": "static", "static": {"nodeSelector": {"a": "b"}}}}),
     ("Pool", {"nodeGroup": {"provider": "clusterapi", "clusterapi": {"scaleTargetRef": {"name": "md"}}}}),
@@ -139,9 +141,13 @@ GOOD = [
 ]
 
 BAD = [
-    ("TaskCollection", {"jobName": "j"}, "give exactly one of parametricSweep and tasks"),
+    ("TaskCollection", {"jobName": "j"}, "give exactly one of parametricSweep, taskPerFile and tasks"),
     ("TaskCollection", {"jobName": "j", "tasks": [{"commandLine": "a"}], "parametricSweep": {
-        "parameterSets": [{"start": 0, "end": 1}], "repeatTask": {"commandLine": "b"}}}, "give exactly one of parametricSweep and tasks"),
+        "parameterSets": [{"start": 0, "end": 1}], "repeatTask": {"commandLine": "b"}}},
+     "give exactly one of parametricSweep, taskPerFile and tasks"),
+    ("TaskCollection", {"jobName": "j", "tasks": [{"commandLine": "a"}], "taskPerFile": {
+        "source": {"containerUrl": "https://a/c"}, "repeatTask": {"commandLine": "b"}}},
+     "give exactly one of parametricSweep, taskPerFile and tasks"),
     ("Pool", {"nodeGroup": {"provider": "static"}}, "nodeGroup.static is required"),
     ("Pool", {"nodeGroup": {"provider": "kwok", "static": {"nodeSelector": {}}}}, "nodeGroup.static is required"),
     ("Pool", {"nodeGroup": {"provider": "clusterapi"}}, "nodeGroup.clusterapi is required"),

@@ -1,5 +1,6 @@
 """The TaskCollection kind: many tasks of one job in one object — a parametric sweep (the
-Batch CLI's `parametricSweep` task factory) or an explicit list (Batch's add-task-collection).
+Batch CLI's `parametricSweep` task factory), a task per file of a blob container (its
+`taskPerFile` task factory) or an explicit list (Batch's add-task-collection).
 
 Its tasks are not objects of their own: the operator runs each as it runs a Task, records
 its binding and attempt on its pod, and writes its end to the collection's status as index
@@ -68,6 +69,31 @@ class ParametricSweep(SpecModel):
     """The template of every task."""
 
 
+class FileSource(SpecModel):
+    """The files of a task-per-file collection: the blobs of an Azure Storage container
+    (or any service with its blob API), listed once by the operator."""
+
+    container_url: Annotated[str, Field(min_length=1, pattern=r"^https?://")]
+    """The container's URL with a SAS that allows listing (and reading, for the tasks'
+    {url}), as a resource file's storageContainerUrl."""
+    prefix: Optional[str] = None
+    """Only blobs whose name starts with this."""
+
+
+class TaskPerFile(SpecModel):
+    """One task per blob of the source (in the order the listing returns them, by name). In
+    every string of repeatTask, {url} is the blob's URL (with the container URL's SAS),
+    {filePath} its name (its path in the container, prefix included), {fileName} the name's
+    last segment and {fileNameWithoutExtension} that without its extension; {{ and }} are
+    literal braces. The list is recorded in status.files when first made and never changes
+    (a new listing takes a new collection); at most 10,000 files."""
+
+    source: FileSource
+    """Where the files are."""
+    repeat_task: CollectionTaskSpec
+    """The template of every task."""
+
+
 Ranges = Annotated[str, Field(max_length=100_000, pattern=r"^\s*(\d+(-\d+)?)?(\s*,\s*\d+(-\d+)?)*\s*$")]
 
 
@@ -86,7 +112,8 @@ class TaskCollectionSpec(SpecModel):
     """Tasks of one job, described once."""
 
     model_config = ConfigDict(json_schema_extra=cel(
-        ("has(self.parametricSweep) != has(self.tasks)", "give exactly one of parametricSweep and tasks"),
+        ("(has(self.parametricSweep) ? 1 : 0) + (has(self.tasks) ? 1 : 0) + (has(self.taskPerFile) ? 1 : 0) == 1",
+         "give exactly one of parametricSweep, taskPerFile and tasks"),
     ))
 
     job_name: str
@@ -97,6 +124,8 @@ class TaskCollectionSpec(SpecModel):
     can name."""
     parametric_sweep: Optional[ParametricSweep] = None
     """A task per combination of parameter values."""
+    task_per_file: Optional[TaskPerFile] = None
+    """A task per file of a blob container."""
     tasks: Optional[Annotated[list[CollectionTaskSpec], Field(min_length=1, max_length=collcore.MAX_LISTED)]] = None
     """An explicit list of tasks (each may set its own id)."""
     terminate_indexes: Optional[Ranges] = None
@@ -109,8 +138,8 @@ class TaskCollectionSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> "TaskCollectionSpec":
-        if (self.parametric_sweep is None) == (self.tasks is None):
-            raise ValueError("give exactly one of parametricSweep and tasks")
+        if sum(x is not None for x in (self.parametric_sweep, self.task_per_file, self.tasks)) != 1:
+            raise ValueError("give exactly one of parametricSweep, taskPerFile and tasks")
         if self.parametric_sweep is not None:
             n = collcore.size(self.model_dump(by_alias=True, exclude_none=True))
             if n > collcore.MAX_SIZE:
@@ -175,6 +204,8 @@ class TaskCollectionStatus(StatusModel):
     """completed once every task completed."""
     size: Optional[int] = None
     """How many tasks the collection describes."""
+    files: Optional[Annotated[list[str], Field(max_length=collcore.MAX_LISTED)]] = None
+    """A task-per-file collection's files (blob names), as listed once: task i is for files[i]."""
     task_counts: Optional[TaskCounts] = None
     """Its tasks by state, as last written."""
     succeeded_indexes: Optional[str] = None

@@ -102,7 +102,7 @@ class Rows:
         self.spec = collection.get("spec") or {}
         self.status = collection.get("status") or {}
         self.name = self.meta.get("name", "")
-        self.size = coll.size(self.spec)
+        self.size = coll.body_size(collection)
         self.states = index_states(self.status, self.size)
         self.failures = {int(f["index"]): f for f in self.status.get("failedTasks") or [] if "index" in f}
         self.attempts = {int(a["index"]): a for a in self.status.get("attempts") or [] if "index" in a}
@@ -121,7 +121,7 @@ class Rows:
 
     def row(self, index: int) -> dict[str, Any]:
         """Task `index` as a Task body (kind Task, no uid; ownerReference: the collection)."""
-        spec = {**coll.task_spec(self.spec, index), "jobName": self.spec.get("jobName"),
+        spec = {**coll.task_spec(self.spec, index, coll.files_of(self.body)), "jobName": self.spec.get("jobName"),
                 "id": coll.task_id(self.spec, self.name, index)}
         body: dict[str, Any] = {
             "apiVersion": API_VERSION, "kind": "Task",
@@ -204,7 +204,7 @@ class Rows:
 def find_index(collection: dict[str, Any], key: str) -> int | None:
     """The index of the collection's task named `key` (`<collection>-<i>`) or with Batch id `key`."""
     spec, name = collection.get("spec") or {}, (collection.get("metadata") or {}).get("name", "")
-    n = coll.size(spec)
+    n = coll.body_size(collection)
     i = coll.index_of(name, key)
     if i is not None and i < n:
         return i

@@ -270,7 +270,7 @@ def factory_tasks(im: Importer, job: str, job_spec: dict) -> list[dict]:
         rest = {k: v for k, v in factory.items() if k not in ("type", "parameterSets", "repeatTask", "mergeTask")}
     else:
         im.drop(factory, fp, f"taskFactory type {kind!r}: not supported (taskCollection and parametricSweep are; "
-                             "for taskPerFile list the files and write a taskCollection)")
+                             "for taskPerFile write a TaskCollection with spec.taskPerFile: the operator lists the files)")
         return []
     im.r.converted[f"{fp}.type"] = ""
     for k, v in rest.items():

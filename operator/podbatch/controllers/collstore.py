@@ -81,7 +81,7 @@ class CollectionStore:
             if int(meta.get("resourceVersion") or 0) < int(cs.body["metadata"].get("resourceVersion") or 0):
                 return
             cs.body = body
-            n = coll.size(body["spec"])
+            n = coll.body_size(body)
             if n != cs.size:   # its spec changed: tasks not started yet follow it
                 cs.states = cs.states[:n] + bytearray(max(0, n - cs.size))
                 cs.size = n
@@ -100,7 +100,7 @@ class CollectionStore:
     @staticmethod
     def _read_collection(body: dict, jk: str) -> CollState:
         """Its state as its status recorded it (a restart, or a collection seen first)."""
-        n = coll.size(body["spec"])
+        n = coll.body_size(body)
         st = body.get("status") or {}
         cs = CollState(body=body, job=jk, size=n, states=bytearray(n))
         for text, value in ((st.get("succeededIndexes"), SUCCEEDED), (st.get("failedIndexes"), FAILED)):
@@ -119,6 +119,11 @@ class CollectionStore:
             if 0 <= i < n and cs.states[i] == PENDING:
                 cs.attempts[i] = {k: a[k] for k in ("attempt", "retryCount", "requeueCount", "stoppingPods") if a.get(k) is not None}
         return cs
+
+    @staticmethod
+    def unlisted(cs: CollState) -> bool:
+        """A task-per-file collection whose files are not listed yet (its size is unknown)."""
+        return bool(cs.body["spec"].get("taskPerFile")) and coll.files_of(cs.body) is None
 
     def job_uid_of(self, cs: CollState) -> str | None:
         return jobcore.job_owner_uid(cs.body)
@@ -315,7 +320,8 @@ class CollectionStore:
                     counts[k] += 1
         counts["active"] += cs.size - cs.done - len(cs.materialized)
         counts["completed"], counts["succeeded"], counts["failed"] = cs.done, cs.succeeded, cs.failed
-        return {"state": "completed" if cs.done == cs.size else "active", "size": cs.size, "taskCounts": counts,
+        done = cs.done == cs.size and not self.unlisted(cs)
+        return {"state": "completed" if done else "active", "size": cs.size, "taskCounts": counts,
                 "succeededIndexes": coll.ranges(coll.marked(cs.states, SUCCEEDED)) or None,
                 "failedIndexes": coll.ranges(coll.marked(cs.states, FAILED)) or None,
                 "failedTasks": [cs.failures[i] for i in sorted(cs.failures)] or None,
@@ -330,10 +336,11 @@ class CollectionStore:
             owner = self.job_uid_of(cs)
             if owner and uid and owner != uid:
                 continue
-            req = 1
-            if cs.body["spec"].get("parametricSweep"):
-                req = int(cs.body["spec"]["parametricSweep"]["repeatTask"].get("requiredSlots", 1))
-            active = cs.size - cs.done - len(cs.materialized)
+            factory = cs.body["spec"].get("parametricSweep") or cs.body["spec"].get("taskPerFile")
+            req = int(factory["repeatTask"].get("requiredSlots", 1)) if factory else 1
+            # until its files are listed, a task-per-file collection is one active task of
+            # its job: the job does not complete before them
+            active = cs.size - cs.done - len(cs.materialized) + self.unlisted(cs)
             for k, n in (("active", active), ("completed", cs.done), ("succeeded", cs.succeeded), ("failed", cs.failed)):
                 counts[k] += n
                 slots[k] += n * req

@@ -73,6 +73,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         self._rejected: dict[str, tuple[float, str]] = {}   # Node -> (until, resource) after a kubelet OutOf… rejection
         self._pool_decided: dict[str, tuple] = {}     # pool -> (autoscale run, dedicated, low-priority) of its last plan
         self._flushed: dict[str, float] = {}          # collection -> when its status was last written
+        self._listings: dict[str, tuple] = {}          # task-per-file collection -> its listing (controllers/collections.py)
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:

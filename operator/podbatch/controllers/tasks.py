@@ -12,6 +12,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from podbatch import metrics
 from podbatch.controllers import actions as A
+from podbatch.controllers import blobs
 from podbatch.controllers import clock
 from podbatch.controllers.status import CLEANUP_STUCK, condition, initial_status, now_iso, parse_time, with_task_conditions
 from podbatch.controllers.store import key
@@ -401,17 +402,9 @@ class Tasks:
         listings: dict = {}
         for url, prefix in rfiles.container_listing_wanted(resource_files):
             try:
-                from azure.core.exceptions import HttpResponseError
-                from azure.storage.blob.aio import ContainerClient
-
-                async def _names() -> list[str]:
-                    async with ContainerClient.from_container_url(url, retry_total=1, connection_timeout=10, read_timeout=30) as cc:
-                        return [b.name async for b in cc.list_blobs(name_starts_with=prefix or None)]
-                listings[(url, prefix)] = await asyncio.wait_for(_names(), 90)
-            except HttpResponseError as e:
-                listings[(url, prefix)] = f"listing the container failed: HTTP {e.status_code} {e.reason or ''} {getattr(e, 'error_code', None) or ''}".strip()
-            except Exception as e:   # noqa: BLE001 - any failure is the task's preprocessing error
-                listings[(url, prefix)] = f"listing the container failed: {type(e).__name__}: {e}"[:500]
+                listings[(url, prefix)] = await blobs.blob_names(url, prefix)
+            except blobs.ListingFailed as e:   # the task's preprocessing error
+                listings[(url, prefix)] = str(e)
         return rfiles.expand_resource_files(resource_files, listings) if listings else resource_files
 
     def _own_pod(self, t: dict, name: str | None):

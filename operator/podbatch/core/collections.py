@@ -1,5 +1,7 @@
 """Task collections: one TaskCollection object describes many tasks of a job (a
-parametric sweep, or an explicit list as Batch's add-task-collection). Its tasks are
+parametric sweep, a task per file of a blob container, or an explicit list as Batch's
+add-task-collection). A task-per-file collection's files are listed once by the operator
+and recorded in its status (`status.files`): its size and its tasks follow that list. Its tasks are
 virtual: each is a Task body the operator builds in memory from the collection (`task_body`)
 when the scheduler may take it, run by the same machinery as a Task; its pod is the record
 of its binding and attempt, and its end is written, compactly, to the collection's status
@@ -22,12 +24,27 @@ MAX_SIZE = 1_000_000   # tasks of a sweep
 SIM_PREFIX = naming.SIM_PREFIX   # the node simulator's annotations (docs/nodesim.md) go to every task's pods
 
 _FIELD = re.compile(r"\{\{|\}\}|\{(\d+)(?::(\d+))?\}")
+FILE_FIELDS = ("url", "filePath", "fileName", "fileNameWithoutExtension")
+_FILE_FIELD = re.compile(r"\{\{|\}\}|\{(" + "|".join(FILE_FIELDS) + r")\}")
 
 
-def size(spec: dict) -> int:
-    """How many tasks the collection describes."""
+def files_of(body: dict) -> list[str] | None:
+    """The files a task-per-file collection's status records (None: not listed yet)."""
+    return (body.get("status") or {}).get("files")
+
+
+def body_size(body: dict) -> int:
+    """How many tasks the collection object describes (its status's file list included)."""
+    return size(body.get("spec") or {}, files_of(body))
+
+
+def size(spec: dict, files: list[str] | None = None) -> int:
+    """How many tasks the collection describes; a task-per-file one: one per listed file
+    (0 until they are listed)."""
     if spec.get("tasks"):
         return len(spec["tasks"])
+    if spec.get("taskPerFile"):
+        return len(files or [])
     sweep = spec.get("parametricSweep") or {}
     n = 1
     for p in sweep.get("parameterSets") or []:
@@ -79,6 +96,33 @@ def substitute(value, params: tuple[int, ...]):
     return value
 
 
+def file_params(spec: dict, name: str) -> dict[str, str]:
+    """The placeholders of a task-per-file collection's task for blob `name`: {url} (the
+    blob's URL with the container URL's query, its SAS), {filePath} (the blob's name, its
+    path in the container), {fileName} (its last segment) and {fileNameWithoutExtension}."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+    url = (spec.get("taskPerFile") or {}).get("source", {}).get("containerUrl", "")
+    parts = urlsplit(url)
+    blob = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + quote(name), parts.query, ""))
+    base = name.rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    return {"url": blob, "filePath": name, "fileName": base, "fileNameWithoutExtension": stem}
+
+
+def substitute_file(value, params: dict[str, str]):
+    """Every string in `value` with {url}, {filePath}, {fileName} and
+    {fileNameWithoutExtension} replaced; {{ and }} are literal braces."""
+    if isinstance(value, str):
+        if "{" not in value and "}" not in value:
+            return value
+        return _FILE_FIELD.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0)) or params[m.group(1)], value)
+    if isinstance(value, dict):
+        return {k: substitute_file(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_file(v, params) for v in value]
+    return value
+
+
 def placeholders(value) -> set[int]:
     """The parameter numbers a template uses."""
     out: set[int] = set()
@@ -114,10 +158,12 @@ def index_of(collection: str, name: str) -> int | None:
     return int(tail) if head == collection and tail.isdigit() and str(int(tail)) == tail else None
 
 
-def task_spec(spec: dict, index: int) -> dict:
-    """The Task spec of task `index`."""
+def task_spec(spec: dict, index: int, files: list[str] | None = None) -> dict:
+    """The Task spec of task `index` (`files`: a task-per-file collection's listed files)."""
     if spec.get("tasks"):
         out = copy.deepcopy(spec["tasks"][index])
+    elif spec.get("taskPerFile"):
+        out = substitute_file(spec["taskPerFile"].get("repeatTask") or {}, file_params(spec, (files or [])[index]))
     else:
         out = substitute((spec.get("parametricSweep") or {}).get("repeatTask") or {}, parameters(spec, index))
     out.pop("id", None)
@@ -130,17 +176,26 @@ def task_body(coll: dict, index: int, owner_refs: list | None) -> dict:
     its ownerReferences are the collection's Job ones (the job counts it as its own)."""
     meta, spec = coll["metadata"], coll["spec"]
     name = meta["name"]
-    tspec = task_spec(spec, index)
+    files = files_of(coll)
+    tspec = task_spec(spec, index, files)
     tspec["jobName"] = spec["jobName"]
     tspec["id"] = task_id(spec, name, index)
     return {"apiVersion": API_VERSION, "kind": "Task",
             "metadata": {"name": task_name(name, index), "namespace": meta["namespace"], "uid": meta.get("uid", ""),
                          "creationTimestamp": meta.get("creationTimestamp"), "resourceVersion": "0",
                          "labels": {LABEL_COLLECTION: name, LABEL_INDEX: str(index)},
-                         "annotations": {k: substitute(v, parameters(spec, index)) if spec.get("parametricSweep") else v
+                         "annotations": {k: _substituted(spec, files, index, v)
                                          for k, v in (meta.get("annotations") or {}).items() if k.startswith(SIM_PREFIX)},
                          "ownerReferences": list(owner_refs or []), VIRTUAL: (name, index)},
             "spec": tspec}
+
+
+def _substituted(spec: dict, files: list[str] | None, index: int, value: str) -> str:
+    if spec.get("parametricSweep"):
+        return substitute(value, parameters(spec, index))
+    if spec.get("taskPerFile"):
+        return substitute_file(value, file_params(spec, (files or [])[index]))
+    return value
 
 
 def virtual(body: dict | None) -> tuple[str, int] | None:

@@ -215,14 +215,20 @@ def task_conditions(status: dict, *, invalid: str | None = None, user_fixable: f
     return kstatus(reconciling=(reason, msg))
 
 
-def collection_conditions(*, invalid: str | None, job_missing: str | None, counts: dict, size: int) -> list[Cond]:
-    """A TaskCollection is Ready once every task completed; Reconciling while tasks are left;
-    Stalled on an invalid spec or a job that does not exist."""
+def collection_conditions(*, invalid: str | None, job_missing: str | None, counts: dict, size: int,
+                          listing: tuple[bool, str] | None = None) -> list[Cond]:
+    """A TaskCollection is Ready once every task completed; Reconciling while tasks are left
+    or its files are being listed (`listing`: (failed, message) of a task-per-file one not
+    listed yet); Stalled on an invalid spec, a job that does not exist or a failed listing."""
     if invalid:
         return [Cond("Valid", False, "InvalidSpec", invalid), *kstatus(stalled=("InvalidSpec", invalid))]
     conds = [Cond("Valid", True, "SpecAccepted", "the collection is valid")]
     if job_missing:
         return conds + kstatus(stalled=("JobNotFound", job_missing))
+    if listing is not None:
+        failed, message = listing
+        return conds + (kstatus(stalled=("FileListingFailed", message)) if failed
+                        else kstatus(reconciling=("ListingFiles", message)))
     done = counts.get("completed", 0)
     progress = f"{done}/{size} completed ({counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed)"
     if done >= size:
