@@ -76,15 +76,24 @@ from kubernetes_asyncio.client.rest import ApiException
 
 GROUP, VERSION = "podbatch.io", "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-CUSTOM = ("pools", "computenodes", "jobs", "tasks", "jobschedules")
-WATCHED = ("nodes", "pools", "computenodes", "jobs", "jobschedules", "pods", "tasks")   # the store's kinds, in sync order
+CUSTOM = ("pools", "computenodes", "jobs", "tasks", "jobschedules", "taskcollections")
+WATCHED = ("nodes", "pools", "computenodes", "jobs", "jobschedules", "pods", "tasks", "taskcollections")   # sync order
 KIND = {"pools": "Pool", "computenodes": "ComputeNode", "jobs": "Job", "tasks": "Task", "jobschedules": "JobSchedule",
+        "taskcollections": "TaskCollection",
         "pods": "Pod", "nodes": "Node", "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
 PLURAL = {v: k for k, v in KIND.items()}
 PUT = {"pools": "put_pool", "computenodes": "put_cnode", "jobs": "put_job", "tasks": "put_task",
-       "jobschedules": "put_jobschedule", "pods": "put_pod", "nodes": "put_knode"}
+       "jobschedules": "put_jobschedule", "pods": "put_pod", "nodes": "put_knode", "taskcollections": "put_collection"}
 ROLE = f"{GROUP}/role"
 TASK_UID = f"{GROUP}/task-uid"
+COLLECTION_INDEX = f"{GROUP}/collection-index"
+
+
+def task_key(labels: dict) -> str:
+    """Which task a task pod runs: its Task's uid, or for a TaskCollection's task (whose
+    pods carry the collection's uid) the uid and its index, `uid#index`."""
+    uid, index = labels.get(TASK_UID, ""), labels.get(COLLECTION_INDEX)
+    return f"{uid}#{index}" if index is not None else uid
 ATTEMPT = f"{GROUP}/attempt"
 SIM = "sim.podbatch.io/"
 NODE_MONITOR_GRACE = 40.0     # kube-controller-manager --node-monitor-grace-period
@@ -864,7 +873,7 @@ class FakeKubelet:
         code = int(ann.get(f"{SIM}exit-code.{main.get('name')}", ann.get(SIM + "exit-code", 0)) or 0)
         ads = spec.get("activeDeadlineSeconds")
         c = Container(uid=meta["uid"], ns=meta["namespace"], name=meta["name"], node=sim.name,
-                      role=labels.get(ROLE, ""), task_uid=labels.get(TASK_UID, ""), attempt=int(labels.get(ATTEMPT, 0) or 0),
+                      role=labels.get(ROLE, ""), task_uid=task_key(labels), attempt=int(labels.get(ATTEMPT, 0) or 0),
                       instance=_instance(meta["name"]), started=now, ends=None if forever else now + duration,
                       exit_code=code, deadline=now + ads if ads else None)
         self.containers[c.uid] = c
@@ -980,13 +989,16 @@ class Invariants:
         server.observers.append(self.observe)
 
     def _flag(self, rule: str, task_uid: str, detail: str) -> None:
-        name = self.task_names.get(task_uid, task_uid)
+        base, _, index = task_uid.partition("#")
+        name = self.task_names.get(base, base) + (f"-{index}" if index else "")
         if (rule, name) in self._seen:
             return   # the first occurrence per task and rule tells the story
         self._seen.add((rule, name))
         self.violations.append(Violation(rule, name, detail, self.server.clock.time() - FakeClock.EPOCH, self.server.writes))
 
     def observe(self, plural: str, etype: str, old: dict | None, new: dict | None) -> None:
+        if plural == "taskcollections" and new is not None:
+            self.task_names[new["metadata"]["uid"]] = f"{new['metadata']['namespace']}/{new['metadata']['name']}"
         if plural == "tasks" and new is not None:
             self.task_names[new["metadata"]["uid"]] = f"{new['metadata']['namespace']}/{new['metadata']['name']}"
             was = ((old or {}).get("status") or {}).get("state")
@@ -1001,7 +1013,7 @@ class Invariants:
         if plural == "pods" and etype == "ADDED":
             labels = new["metadata"].get("labels") or {}
             if labels.get(ROLE) == "task":
-                k = (new["metadata"]["namespace"], new["metadata"]["name"], labels.get(TASK_UID, ""))
+                k = (new["metadata"]["namespace"], new["metadata"]["name"], task_key(labels))
                 self.created[k] += 1
                 if self.created[k] > 1:
                     self._flag("attempt-reused", k[2], f"pod {k[1]} was created again: that attempt runs a second time")
@@ -1027,7 +1039,7 @@ class Invariants:
                 continue
             else:
                 why = f"not started yet on {node}"
-            out[labels.get(TASK_UID, "")].append((int(labels.get(ATTEMPT, 0) or 0), _instance(p["metadata"]["name"]),
+            out[task_key(labels)].append((int(labels.get(ATTEMPT, 0) or 0), _instance(p["metadata"]["name"]),
                                                   p["metadata"]["name"], why))
         api_uids = {p["metadata"]["uid"] for p in self.server.items("pods")}
         for c in kube.containers.values():
@@ -1042,7 +1054,7 @@ class Invariants:
         for p in self.server.items("pods"):
             labels = p["metadata"].get("labels") or {}
             if labels.get(ROLE) == "task":
-                existing[labels.get(TASK_UID, "")].append((int(labels.get(ATTEMPT, 0) or 0), p["metadata"]["name"]))
+                existing[task_key(labels)].append((int(labels.get(ATTEMPT, 0) or 0), p["metadata"]["name"]))
         tasks = {t["metadata"]["uid"]: t for t in self.server.items("tasks")}
         for uid, pods in live.items():
             by_instance = defaultdict(list)
@@ -1089,6 +1101,17 @@ def task_body(name: str, job: str, *, duration: float = 2, exit_code: int = 0, n
             "metadata": {"name": name, "namespace": ns,
                          "annotations": {SIM + "duration": str(duration), SIM + "exit-code": str(exit_code)}},
             "spec": {"jobName": job, "commandLine": "/bin/sh -c true", **spec}}
+
+
+def collection_body(name: str, job: str, n: int, *, duration: float = 2, exit_code: int = 0, ns: str = "default",
+                    **task) -> dict:
+    """A TaskCollection: a sweep of n tasks (indexes 0..n-1), every task's pods with these
+    node-simulator annotations."""
+    return {"apiVersion": API_VERSION, "kind": "TaskCollection",
+            "metadata": {"name": name, "namespace": ns,
+                         "annotations": {SIM + "duration": str(duration), SIM + "exit-code": str(exit_code)}},
+            "spec": {"jobName": job, "parametricSweep": {"parameterSets": [{"start": 0, "end": n - 1}],
+                                                         "repeatTask": {"commandLine": "/bin/sh -c true", **task}}}}
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -1424,11 +1447,58 @@ class Harness:
                 want[k] += 1
                 if k == "completed":
                     want["succeeded" if (st.get("executionInfo") or {}).get("result") == "success" else "failed"] += 1
+            for c in self.server.items("taskcollections"):   # a collection's tasks count as the job's
+                if c["metadata"]["namespace"] == ns and c["spec"].get("jobName") == job:
+                    for k, v in ((c.get("status") or {}).get("taskCounts") or {}).items():
+                        want[k] = want.get(k, 0) + v
             if (js.get("taskCounts") or {}) != want:
                 errors.append(f"job {job}: taskCounts {js.get('taskCounts')}, tasks say {want}")
         live = self.invariants.live()
         if any(live.values()):
             errors.append(f"task pods still live at the end: {dict(live)}")
+        return errors
+
+    def collection_checks(self, name: str, n: int, *, failed: dict[int, int] | None = None,
+                          requeues: dict[int, int] | None = None, ns: str = "default") -> list[str]:
+        """A TaskCollection's end: every index completed once, as expected (`failed`: index ->
+        retries it used before failing; the rest succeeded), with exact counts and ranges;
+        each index's attempts are pods <name>-<i>-1.. created once each, a succeeded index's
+        work succeeded exactly once (its last pod), a failed one's attempts all exited non-zero."""
+        from podbatch.core import collections as coll
+        failed, requeues = failed or {}, requeues or {}
+        errors: list[str] = []
+        c = self.get("TaskCollection", name, ns)
+        if c is None:
+            return [f"collection {name}: missing"]
+        st = c.get("status") or {}
+        ok = [i for i in range(n) if i not in failed]
+        want = {"state": "completed", "size": n, "succeededIndexes": coll.ranges(ok) or None,
+                "failedIndexes": coll.ranges(sorted(failed)) or None,
+                "taskCounts": {"active": 0, "running": 0, "completed": n, "succeeded": len(ok), "failed": len(failed)}}
+        for k, v in want.items():
+            if st.get(k) != v:
+                errors.append(f"collection {name}: {k} {st.get(k)!r}, expected {v!r}")
+        if st.get("attempts"):
+            errors.append(f"collection {name}: attempts left for completed tasks: {st['attempts']}")
+        details = {f["index"]: f for f in st.get("failedTasks") or []}
+        uid = c["metadata"]["uid"]
+        pods = [p["metadata"]["name"] for p in self.server.items("pods")
+                if (p["metadata"].get("labels") or {}).get(TASK_UID) == uid]
+        for i in range(n):
+            mine = [o for o in self.kubelet.outcomes if o.task_uid == f"{uid}#{i}" and o.instance == 0]
+            wins = [o.name for o in mine if o.how == "exit" and o.exit_code == 0]
+            attempts = 1 + failed.get(i, 0) + requeues.get(i, 0)
+            if i in failed:
+                f = details.get(i) or {}
+                if (f.get("retryCount"), f.get("requeueCount", 0)) != (failed[i], requeues.get(i, 0)):
+                    errors.append(f"task {name}-{i}: failed with {f}, expected retryCount {failed[i]}")
+                if wins:
+                    errors.append(f"task {name}-{i}: failed but pods {wins} succeeded")
+            elif wins != [f"{name}-{i}-{attempts}"]:
+                errors.append(f"task {name}-{i}: succeeded pods {wins}, expected exactly {name}-{i}-{attempts}")
+            have = sorted(x for x in pods if x.startswith(f"{name}-{i}-"))
+            if have and have[-1] != f"{name}-{i}-{attempts}":
+                errors.append(f"task {name}-{i}: its last pod is {have[-1]}, expected attempt {attempts}")
         return errors
 
     def describe(self) -> str:

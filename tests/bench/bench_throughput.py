@@ -241,21 +241,9 @@ class Bench:
         ann = sim(0)
         self.job_of(jname)
         create_s = run_threads(n, self.threads, lambda i: self.cr("tasks", self.task(f"tp-{i:05d}", jname, annotations=ann)))
-        retrying(lambda: raw(self.custom.patch_namespaced_custom_object,
-                             GROUP, VERSION, self.ns, "jobs", jname, {"spec": {"onAllTasksComplete": "terminatejob"}},
-                             _content_type="application/merge-patch+json"))
+        self.terminate_when_done(jname)
         self.log(f"    created {n} tasks in {create_s:.1f} s ({n / create_s:.0f}/s)")
-        status = {}
-
-        def done():
-            nonlocal status
-            status = self.get_cr("jobs", jname).get("status") or {}
-            return status.get("state") == "completed"
-
-        def prog():
-            self.assert_operator()
-            return f"job {status.get('state')} counts {status.get('taskCounts')}; operator CPU {self.op_cpu():.0f} s, RSS {self.op_rss():.0f} MiB"
-        wait_until(f"podbatch job {jname} completed", done, max(600, n * 0.5), 0.25, progress=prog, log=self.log)
+        status = self.wait_completed(jname, n, lambda st: f"counts {st.get('taskCounts')}")
         total = time.monotonic() - t0
         cpu = meter.stop()
         counts = status.get("taskCounts") or {}
@@ -274,6 +262,27 @@ class Bench:
         }
         self.log(f"    podbatch: {n} tasks done in {total:.1f} s = {n / total:.1f} tasks/s "
                  f"(create phase {create_s:.1f} s = {n / create_s:.0f}/s); operator CPU {cpu['cpu_s'].get('operator')} s")
+
+    def terminate_when_done(self, jname: str) -> None:
+        """Switch the Job to onAllTasksComplete: terminatejob (once all its tasks exist)."""
+        retrying(lambda: raw(self.custom.patch_namespaced_custom_object,
+                             GROUP, VERSION, self.ns, "jobs", jname, {"spec": {"onAllTasksComplete": "terminatejob"}},
+                             _content_type="application/merge-patch+json"))
+
+    def wait_completed(self, jname: str, n: int, progress) -> dict:
+        """Wait until the podbatch Job's state is completed, logging progress(status); its status."""
+        status: dict = {}
+
+        def done():
+            nonlocal status
+            status = self.get_cr("jobs", jname).get("status") or {}
+            return status.get("state") == "completed"
+
+        def prog():
+            self.assert_operator()
+            return f"job {status.get('state')} {progress(status)}; operator CPU {self.op_cpu():.0f} s, RSS {self.op_rss():.0f} MiB"
+        wait_until(f"podbatch job {jname} completed", done, max(600, n * 0.5), 0.25, progress=prog, log=self.log)
+        return status
 
     # --- 2. the Job controller
     def phase_jobcontroller(self, n: int | None = None, key: str = "jobcontroller", name: str = "k8s-tp") -> None:

@@ -20,7 +20,7 @@ import os
 import time
 
 from kit import GROUP, VERSION, job, kwok_pool, sim
-from meters import StatusWatch, apiserver_requests, operator_metrics, raw, request_delta, retrying, wait_until
+from meters import StatusWatch, apiserver_requests, operator_metrics, request_delta, wait_until
 from podbatch.cli.main import with_job_owner
 
 RUN_LABEL = "bench.podbatch.io/run"
@@ -68,23 +68,15 @@ def run_collection(b, n: int) -> None:
     t0 = time.monotonic()
     b.cr("jobs", job(jname, b.pool, onAllTasksComplete="noaction"))
     _create_collection(b, cname, jname, n, "coll")
-    retrying(lambda: raw(b.custom.patch_namespaced_custom_object, GROUP, VERSION, b.ns, "jobs", jname,
-                         {"spec": {"onAllTasksComplete": "terminatejob"}}, _content_type="application/merge-patch+json"))
+    b.terminate_when_done(jname)
     create_s = time.monotonic() - t0
-    status: dict = {}
 
-    def done():
-        nonlocal status
-        status = b.get_cr("jobs", jname).get("status") or {}
-        return status.get("state") == "completed"
-
-    def prog():
-        b.assert_operator()
+    def prog(_st: dict) -> str:
         cst = watch.status.get(cname) or {}
-        return (f"job {status.get('state')}; collection {cst.get('state')} counts {cst.get('taskCounts')} after "
-                f"{watch.writes.get(cname, 0)} status writes; operator CPU {b.op_cpu():.0f} s, RSS {b.op_rss():.0f} MiB")
+        return (f"; collection {cst.get('state')} counts {cst.get('taskCounts')} after "
+                f"{watch.writes.get(cname, 0)} status writes")
     try:
-        wait_until(f"podbatch job {jname} (one collection) completed", done, max(600, n * 0.5), 0.25, progress=prog, log=b.log)
+        status = b.wait_completed(jname, n, prog)
         total = time.monotonic() - t0
         cpu = meter.stop()
         time.sleep(1)   # the watch's last events

@@ -22,8 +22,8 @@ import inspect
 import pytest
 from kubernetes_asyncio.client.rest import ApiException
 
-from fakecluster import (Crash, FakeApiServer, FakeClock, FakeKubelet, Harness, Invariants, crash_sweep, job_body,
-                         pool_body, run_scenario, summary, task_body)
+from fakecluster import (Crash, FakeApiServer, FakeClock, FakeKubelet, Harness, Invariants, collection_body, crash_sweep,
+                         job_body, pool_body, run_scenario, summary, task_body)
 
 FAULT_SEEDS = range(8)
 
@@ -245,6 +245,32 @@ def _cases(holes: dict[str, str]) -> list:
             for name, fn in SCENARIOS.items()]
 
 
+async def collection_with_a_retried_failure(h: Harness):
+    """A TaskCollection of 6 tasks beside one of a single task that fails twice (one retry):
+    the crash sweep kills the engine between a task's end and the batched status write that
+    records it, between a retry's attempt write and its pod, and so on."""
+    h.apply(pool_body("p", nodes=2, slots=2))
+    h.apply(job_body("j", "p", onAllTasksComplete="terminatejob"))
+    h.apply(collection_body("c", "j", 6, duration=3))
+    h.apply(collection_body("f", "j", 1, duration=2, exit_code=1, constraints={"maxTaskRetryCount": 1}))
+    await h.run_until(h.job_state("j", "completed"), what="job completed")
+    return lambda: h.final_checks("j") + h.collection_checks("c", 6) + h.collection_checks("f", 1, failed={0: 1})
+
+
+async def collection_requeue_on_node_disable(h: Harness):
+    """A collection's running tasks on a disabled node are requeued once: the new attempt is
+    in the collection's status, with the old pods to stop, before the old pods are deleted."""
+    h.apply(pool_body("p", nodes=3, slots=2))
+    h.apply(job_body("j", "p", onAllTasksComplete="terminatejob"))
+    h.apply(collection_body("c", "j", 4, duration=30))
+    await _all_running(h, 4)
+    node = _node_of(h, "c-0")
+    requeued = {int(t.rpartition("-")[2]): 1 for t in _tasks_on(h, node)}
+    h.cli("node", "disable", h.cnode_of(node), "--option", "requeue")
+    await h.run_until(h.job_state("j", "completed"), what="job completed")
+    return lambda: h.final_checks("j") + h.collection_checks("c", 4, requeues=requeued)
+
+
 SCENARIOS = {
     "run": run_to_completion,
     "retry": retry_after_exit_1,
@@ -258,6 +284,8 @@ SCENARIOS = {
     "terminate": job_terminate,
     "delete": job_delete,
     "delete-unadopted": job_delete_with_a_task_not_yet_adopted,
+    "collection": collection_with_a_retried_failure,
+    "collection-requeue": collection_requeue_on_node_disable,
 }
 
 
