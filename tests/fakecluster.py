@@ -1281,9 +1281,10 @@ class Harness:
             nxt = self.kubelet.next_timer()
             dt = max(dt, min(nxt - self.clock.time(), 30.0) if nxt is not None else 30.0)
             backoff = getattr(getattr(self.engine, "ex", None), "backoff", None)
-            retry_in = backoff.next_in() if backoff is not None else None
-            if retry_in is not None:
-                dt = max(self.dt, min(dt, retry_in + 0.01))
+            assumed = getattr(self.store, "assumed_expire_in", None)   # as Engine.run: it wakes for both
+            for retry_in in (backoff.next_in() if backoff is not None else None, assumed() if assumed else None):
+                if retry_in is not None:
+                    dt = max(self.dt, min(dt, retry_in + 0.01))
         if self._deadline is not None and self._deadline > self.clock.time():
             dt = min(dt, self._deadline - self.clock.time())   # run_for never overshoots
         self.cluster_step(dt)

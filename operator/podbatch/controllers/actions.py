@@ -25,11 +25,15 @@ from typing import Any, Callable, Union
 
 @dataclass(frozen=True)
 class WriteStatus:
-    """Merge-patch `.status` of a podbatch object, on the resourceVersion `body` was read at."""
+    """Merge-patch `.status` of a podbatch object, on the resourceVersion `body` was read at.
+    `report`: the write only reports what the store already says (counts, a node's idle or
+    running) and no decision reads it back, so a plan of nothing else may be applied in the
+    background (Engine._apply_soon) while the next pass runs."""
     plural: str
     body: dict = field(repr=False)
     status: dict
     precondition: bool = True
+    report: bool = False
 
 
 @dataclass(frozen=True)

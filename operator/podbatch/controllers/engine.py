@@ -23,6 +23,7 @@ import logging
 from podbatch import metrics
 from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
+from podbatch.controllers import actions as A
 from podbatch.controllers import clock, sync
 from podbatch.controllers.autoscaling import Autoscaling
 from podbatch.controllers.collections import Collections
@@ -53,6 +54,8 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         self._pending_since: dict[str, float] = {}   # tasks seen waiting, not yet bound
         self._running_since: dict[str, float] = {}   # tasks whose pod runs, `running` not written yet
         self._deferred: set[str] = set()             # tasks to look at again next pass
+        self._in_flight: dict[str, asyncio.Task] = {}  # "bind:task" / "job:job" -> its writes, applied in the background
+        self._waiting: set[str] = set()               # objects changed while their write was in flight
         self._samples: dict[str, dict[str, list[autoscale.Sample]]] = {}   # pool -> metric -> samples (24 h)
         self._autoscale: dict[str, dict] = {}         # pool -> last evaluation
         self._cycles: dict[str, tuple[int, list[str] | None]] = {}   # job -> (task count, cycle)
@@ -80,9 +83,9 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         await self.sync_until_done()
         while True:
             wait = self.settings.tick_seconds
-            retry_in = self.ex.backoff.next_in()
-            if retry_in is not None:
-                wait = min(wait, retry_in + 0.01)
+            for due_in in (self.ex.backoff.next_in(), self.store.assumed_expire_in()):
+                if due_in is not None:
+                    wait = min(wait, due_in + 0.01)
             try:
                 await asyncio.wait_for(self.store.changed.wait(), timeout=wait)
             except asyncio.TimeoutError:
@@ -144,6 +147,9 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         dirty_tasks, s.dirty_tasks = s.dirty_tasks | self._deferred, set()
         self._deferred = set()
         dirty_jobs, s.dirty_jobs = s.dirty_jobs, set()
+        landed = {w for w in self._waiting if w not in self._in_flight}   # looked at again now
+        self._waiting -= landed
+        dirty_jobs |= {w[4:] for w in landed if w.startswith("job:")}
         for k in self.ex.backoff.due():   # objects whose backoff ended are looked at again
             kind, _, name = k.partition(":")
             if kind == "task":
@@ -152,6 +158,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
                 dirty_jobs.add(name)
             elif kind == "bind" and name in s.tasks:   # its pool plans again
                 dirty_jobs.add(key(name.split("/", 1)[0], s.tasks[name]["spec"].get("jobName", "")))
+        s.expire_assumed_pods()
         await self.refresh_node_metrics()
         for pk in list(s.pools):   # pools are few: every pass (timers, autoscale, resize)
             if not self.ex.backoff.waiting(f"pool:{pk}"):
@@ -185,6 +192,40 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         if plan:
             await self.ex.apply(plan)
         return True
+
+    async def _apply_soon(self, what: str, decide) -> None:
+        """Decide an object's plan (`decide()`, `what` = "kind:key") and apply it. A plan of
+        reports only (`A.WriteStatus.report`) is applied in the background, one at a time per
+        object: while one is in flight the object's next report waits (`_waiting`) and is
+        decided again once it has landed. Any other plan is applied in the pass, after the
+        report in flight has landed and decided again from what it wrote (its version)."""
+        plan = await decide()
+        if plan and all(isinstance(a, A.Then) or (isinstance(a, A.WriteStatus) and a.report) for a in plan):
+            if what in self._in_flight:
+                self._waiting.add(what)
+            else:
+                self._in_background(what, self.ex.apply(plan))
+            return
+        if plan and what in self._in_flight:
+            await asyncio.wait([self._in_flight[what]])
+            plan = await decide()
+        await self.ex.apply(plan)
+
+    def _in_background(self, what: str, coro) -> None:
+        """Apply writes whose outcome the rest of the pass does not need (`what` = "kind:key",
+        at most one in flight per object) without holding the pass: the pass ends, the next
+        one binds what came meanwhile. A failure backs the object off as in the pass (its
+        retry wakes the loop); a job that changed while its write was in flight asks for a
+        pass once the write has landed."""
+        bg = asyncio.get_running_loop().create_task(self._safely(what, coro))
+        self._in_flight[what] = bg
+
+        def done(_):
+            if self._in_flight.get(what) is bg:
+                del self._in_flight[what]
+            if what in self._waiting:
+                self.store.changed.set()
+        bg.add_done_callback(done)
 
     async def _safely(self, what: str, coro):
         """One object's failure (an API error, a conflict, a bad spec) never stops the pass for

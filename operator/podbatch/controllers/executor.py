@@ -251,8 +251,19 @@ class Executor:
 
     # --- pods -----------------------------------------------------------------------
     async def create_pod(self, pod: dict) -> dict | None:
-        self._gate()
-        res = await self.kube.create_pod(pod)
+        """Create a pod (None: its name is taken, 409). A pod the store assumed
+        (`Store.assume_pod`) is dropped again if the create fails."""
+        try:
+            self._gate()
+            res = await self.kube.create_pod(pod)
+        except BaseException as e:
+            # an answer (4xx, 500) says it was not created; a gateway timeout (504), a timeout
+            # or a lost connection may hide a create that happened: its slot stays taken
+            # until the watch tells (Store.forget_assumed_pod)
+            lost = not isinstance(e, (ApiException, NotLeader, asyncio.CancelledError)) \
+                or (isinstance(e, ApiException) and e.status == 504)
+            self.store.forget_assumed_pod(pod["metadata"]["namespace"], pod["metadata"]["name"], maybe_created=lost)
+            raise
         if res:
             self.store.put_pod(res)
         return res

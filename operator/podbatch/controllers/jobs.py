@@ -16,6 +16,10 @@ from podbatch.core.durations import seconds
 GAUGE_EVERY = 5.0
 
 
+# what a job's status write may change and still be a report (A.WriteStatus.report): its
+# counts; never its state, times or special tasks, which later decisions read back
+REPORTED_JOB_KEYS = {"taskCounts", "taskSlotCounts"}
+
 class Jobs:
     def _jobs_with_timers(self) -> set[str]:
         """Jobs a pass must look at although nothing changed: a wall-clock limit running, or a
@@ -73,7 +77,11 @@ class Jobs:
                 A.Event(job, "Normal", "AutoPoolDeleted", f"the job completed: deleting its pool {name} (keepAlive is false)")]
 
     async def reconcile_job(self, job: dict) -> None:
-        await self.ex.apply(await self.decide_job(job))
+        """Decide the job's next step and apply it. New counts alone are a report, written
+        in the background; a step to another state is applied in the pass, so the next pass
+        plans against it (no task starts on a job it just began terminating)."""
+        jk = key(job["metadata"]["namespace"], job["metadata"]["name"])
+        await self._apply_soon(f"job:{jk}", lambda: self.decide_job(self.store.jobs.get(jk, job)))
 
     async def decide_job(self, job: dict) -> list:
         """Exact counts from the store, the next step of the job's state machine
@@ -149,10 +157,10 @@ class Jobs:
         if step.state != status.get("state"):
             new["previousState"] = status.get("state")
             new["stateTransitionTime"] = now_iso()
-        if changed_keys(status, new, ignore=("previousState", "stateTransitionTime")) \
-                or not conditions.same(status.get("conditions"), conds):
+        changed = changed_keys(status, new, ignore=("previousState", "stateTransitionTime"))
+        if changed or not conditions.same(status.get("conditions"), conds):
             new["conditions"] = conds
-            plan.append(A.WriteStatus("jobs", job, new))
+            plan.append(A.WriteStatus("jobs", job, new, report=set(changed) <= REPORTED_JOB_KEYS))
         return plan + events
 
     def _gauge_tasks(self) -> None:

@@ -14,6 +14,9 @@ from podbatch.nodegroups import provider_for
 NODE_COUNTS_EVERY = 2.0
 
 
+# what a node's status write may change and still be a report (A.WriteStatus.report)
+REPORTED_NODE_KEYS = {"state", "stateTransitionTime", "runningTasksCount", "runningTaskSlotsCount", "conditions"}
+
 class Nodes:
     def _inflight_by_cnode(self) -> dict[str, set[str]]:
         return self.store.inflight
@@ -36,9 +39,13 @@ class Nodes:
 
     async def _reconcile_node(self, ck: str, c: dict, tasks: set[str]) -> tuple[str, bool, dict]:
         """Decide, apply, and report the node's state as the scheduler should see it."""
-        state, schedulable, plan = await self.decide_node(ck, c, tasks)
-        await self.ex.apply(plan)
-        return state, schedulable, self.store.cnodes.get(ck, c)
+        decided: list = []
+
+        async def decide() -> list:
+            decided[:] = await self.decide_node(ck, self.store.cnodes.get(ck, c), tasks)
+            return decided[2]
+        await self._apply_soon(f"node:{ck}", decide)
+        return decided[0], decided[1], self.store.cnodes.get(ck, c)
 
     def _lower_target_once(self, pool: dict, cnode_spec: dict, request_id: str) -> list:
         """Removing a node lowers its pool's effective target by one, as in Batch (or the node
@@ -194,7 +201,9 @@ class Nodes:
         if changed and counts_only and clock.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
             self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
         elif changed:
-            plan += [A.WriteStatus("computenodes", c, new),
+            # idle <-> running (and counts) is a report; any other change is decided from later
+            report = set(changed) <= REPORTED_NODE_KEYS and {state, status.get("state")} <= {"idle", "running"}
+            plan += [A.WriteStatus("computenodes", c, new, report=report),
                      A.Then("note the write", lambda: self._node_written.__setitem__(ck, clock.monotonic()))]
         return state, is_schedulable(state, sched_enabled), plan
 

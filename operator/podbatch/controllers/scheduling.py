@@ -188,7 +188,7 @@ class Scheduling:
                 pending_writes.append(self._safely(f"bind:{p.task}", self._act(self._stop_tasks(
                     {p.task}, "requeue", "preempted to make room for a job manager task of a higher-priority job"))))
             for b in plan.bindings:
-                pending_writes.append(self._safely(f"bind:{b.task}", self._act_task(b.task, self._bind(b, pool, now))))
+                pending_writes.append(self._safely(f"bind:{b.task}", self._bind_soon(b, pool, now)))
                 touched.add(s.tasks[b.task]["metadata"]["namespace"] + "/" + s.tasks[b.task]["spec"]["jobName"])
             limit = self.settings.pending_reason_limit
             for tk, p in plan.pending.items():
@@ -284,6 +284,20 @@ class Scheduling:
             job = self.store.jobs.get(key(t["metadata"]["namespace"], t["spec"].get("jobName", "")))
             plan.append(A.Event(job or t, "Warning", reason["reason"], reason["message"]))
         return plan
+
+    async def _bind_soon(self, b, pool: dict, now: str) -> None:
+        """Decide a binding now. A plan that only creates the attempt's pod (which records the
+        binding) is applied in the background, its pod assumed in the store at once: the pass
+        does not wait for the API server, and the next pass already counts the node's slot and
+        the task as bound. Any other plan (a status write first) is applied in the pass."""
+        plan = await self._bind(b, pool, now)
+        if plan and all(isinstance(a, (A.CreatePod, A.Then)) for a in plan):
+            for a in plan:
+                if isinstance(a, A.CreatePod):
+                    self.store.assume_pod(a.pod)
+            self._in_background(f"bind:{b.task}", self._act_task(b.task, plan))
+            return
+        await self._act_task(b.task, plan)
 
     async def _bind(self, b, pool: dict, now: str) -> list:
         """The plan binding a task: the attempt's pod, which records the binding, when it can

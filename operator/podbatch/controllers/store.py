@@ -18,6 +18,7 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from podbatch.controllers import clock
 from podbatch.controllers.collstore import CollectionStore
 from podbatch.core import binding, naming
 from podbatch.core import collections as collcore
@@ -42,6 +43,7 @@ def _rv(body: dict) -> int:
         return 0
 
 
+ASSUMED_POD_TTL = 5.0   # s a pod whose create's answer was lost is held without the watch showing it
 TOMBSTONES = 50_000   # deleted keys remembered (per kind) against late older copies
 
 # What the engine still reads of a completed Task (dependencies, retention, reactivation,
@@ -110,6 +112,7 @@ class PodRecord:
 class Store(CollectionStore):
     def __init__(self) -> None:
         self._init_collections()
+        self._assumed_until: dict[str, float] = {}   # pods of lost creates -> until when they are held
         self.pools: dict[str, dict] = {}
         self.cnodes: dict[str, dict] = {}
         self.knodes: dict[str, dict] = {}
@@ -509,6 +512,49 @@ class Store(CollectionStore):
     def _task_of_pod(meta: dict, labels: dict) -> str:
         name = (meta.get("annotations") or {}).get("podbatch.io/task-name") or labels.get(naming.LABEL_TASK, "")
         return key(meta["namespace"], name)
+
+    def assume_pod(self, pod: dict) -> bool:
+        """A pod the executor is about to create, held in the store at once (as kube-scheduler
+        assumes a pod it is binding): a pass that starts before the create returns sees its
+        task bound and its node's slot taken. Resource version 0, so the create's response or
+        the watch's ADDED event replaces it; `forget_assumed_pod` drops it if the create fails.
+        Only where the store holds no pod of that name. True if it was put."""
+        meta = pod["metadata"]
+        if key(meta["namespace"], meta["name"]) in self.pods:
+            return False
+        self.put_pod({**pod, "metadata": {**meta, "resourceVersion": "0"}, "status": {"phase": "Pending"}})
+        return True
+
+    def forget_assumed_pod(self, ns: str, name: str, *, maybe_created: bool = False) -> None:
+        """The create of an assumed pod failed: drop it, unless the watch brought the real one.
+        A create whose answer was lost (a timeout, a 504) may have happened: its pod is kept
+        (its slot stays taken, no other task is bound there) until the watch brings it or
+        ASSUMED_POD_TTL seconds pass without it (`expire_assumed_pods`)."""
+        k = key(ns, name)
+        rec = self.pods.get(k)
+        if rec is None or rec.rv != 0:
+            return
+        if maybe_created:
+            self._assumed_until[k] = clock.monotonic() + ASSUMED_POD_TTL
+        else:
+            self._drop_pod(ns, name, rec, 0)
+
+    def assumed_expire_in(self) -> float | None:
+        """Seconds until the first held pod of a lost create expires (the engine wakes then)."""
+        return max(0.0, min(self._assumed_until.values()) - clock.monotonic()) if self._assumed_until else None
+
+    def expire_assumed_pods(self) -> None:
+        """Drop the pods of lost creates that the watch has not shown within their TTL: the
+        create did not happen, and the task is bound again."""
+        now = clock.monotonic()
+        for k, until in list(self._assumed_until.items()):
+            rec = self.pods.get(k)
+            if rec is None or rec.rv != 0:
+                del self._assumed_until[k]
+            elif until <= now:
+                del self._assumed_until[k]
+                ns, name = k.split("/", 1)
+                self._drop_pod(ns, name, rec, 0)
 
     def forget_pod(self, ns: str, name: str) -> None:
         """The API server answered 404 for this pod: it is gone, whatever the watch says later."""
