@@ -90,6 +90,17 @@ def test_kwok_pool_comes_up_resizes_and_leaves_no_orphans(operator, objects, cor
         node = core_v1.read_node(c["spec"]["nodeName"])
         assert any(t.key == POOL_LABEL and t.effect == "NoSchedule" for t in node.spec.taints or [])
 
+    # another writer drops the pool's taint (as kube-controller-manager 1.20 can, rewriting the
+    # taint list from an older copy): the operator puts it back, the node's other taints kept
+    victim = cnodes(objects, "grow")[0]["spec"]["nodeName"]
+    kwok_taint = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+    core_v1.patch_node(victim, {"spec": {"taints": [kwok_taint]}})
+    label = core_v1.read_node(victim).metadata.labels[POOL_LABEL]
+    back = wait_for("the pool's taint back on the node", lambda: (lambda ts: ts if any(
+        t.key == POOL_LABEL and t.value == label and t.effect == "NoSchedule" for t in ts) else None)(
+        core_v1.read_node(victim).spec.taints or []), timeout=30)
+    assert any(t.key == "kwok.x-k8s.io/node" for t in back)
+
     objects.patch("Pool", "grow", {"spec": {"targetDedicatedNodes": 8}})
     wait_for("8 idle nodes", lambda: pool_settled(objects, "grow", 8), timeout=90)
     assert_no_orphans(core_v1, objects, ns, "grow", 8)

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from podbatch.core.nodes import NodeFacts, is_schedulable, node_lost, node_state, nodes_to_release
+from podbatch.core.nodes import NodeFacts, is_schedulable, node_lost, node_state, nodes_to_release, taint_to_restore
 
 # A node that booted, ran its start task (waitForSuccess) and takes tasks.
 HEALTHY = NodeFacts(exists=True, ready="True", ever_ready=True, prep_phase="Succeeded",
@@ -134,3 +134,30 @@ def test_a_not_ready_node_loses_its_tasks_only_after_the_grace(seconds, lost):
 ])
 def test_nodes_to_release(loads, count, expected):
     assert nodes_to_release(loads, count) == expected
+
+
+OURS = {"key": "podbatch.io/pool", "value": "ns.p", "effect": "NoSchedule"}
+KWOK = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+
+
+def knode(label: str | None = "ns.p", taints=(), deleting: bool = False) -> dict:
+    meta: dict = {"name": "n1", "labels": {"podbatch.io/pool": label} if label else {}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    return {"metadata": meta, "spec": {"taints": list(taints)}}
+
+
+@pytest.mark.parametrize("node, expected", [
+    (None, None),                                                  # no Node
+    (knode(taints=[KWOK, OURS]), None),                            # tainted: nothing to do
+    (knode(taints=[{**OURS, "timeAdded": None}]), None),           # extra fields the server adds
+    (knode(taints=[KWOK]), [KWOK, OURS]),                          # lost it: put back, the rest kept
+    (knode(taints=[]), [OURS]),
+    (knode(taints=[KWOK, {**OURS, "value": "ns.other"}]), [KWOK, OURS]),   # another pool's value
+    (knode(taints=[KWOK, {**OURS, "effect": "NoExecute"}]), [KWOK, OURS]),
+    (knode(label=None, taints=[KWOK]), None),                      # not (or no longer) the pool's
+    (knode(label="ns.other", taints=[KWOK]), None),
+    (knode(taints=[KWOK], deleting=True), None),                   # going: left alone
+])
+def test_a_pool_node_that_lost_its_taint_gets_it_back(node, expected):
+    assert taint_to_restore(node, "ns.p") == expected

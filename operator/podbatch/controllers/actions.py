@@ -84,6 +84,14 @@ class PatchPod:
 
 
 @dataclass(frozen=True)
+class PatchNode:
+    """Merge-patch a Node, refused (409: decided again) if it changed since `resource_version`."""
+    name: str
+    patch: dict
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True)
 class EnsureAccount:
     """The job manager's ServiceAccount, Role and RoleBinding (owned by its Job)."""
     namespace: str

@@ -157,6 +157,8 @@ class Executor:
             return await self.delete_pod(a.namespace, a.name, grace=a.grace)
         if isinstance(a, A.PatchPod):
             return await self.patch_pod(a.namespace, a.name, a.patch)
+        if isinstance(a, A.PatchNode):
+            return await self.patch_node(a.name, a.patch, resource_version=a.resource_version)
         if isinstance(a, A.CreateObject):
             return await self.create_object(a.plural, a.namespace, a.body)
         if isinstance(a, A.DeleteObject):
@@ -295,9 +297,16 @@ class Executor:
         self._gate()
         await self.kube.delete_node(name)
 
-    async def patch_node(self, name: str, patch: dict) -> None:
+    async def patch_node(self, name: str, patch: dict, resource_version: str | None = None) -> None:
         self._gate()
-        res = await self.kube.patch_node(name, patch)
+        if resource_version:
+            patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version}}
+        try:
+            res = await self.kube.patch_node(name, patch)
+        except ApiException as e:
+            if e.status == 409 and resource_version:
+                raise Conflict(f"node {name} changed since it was read") from None
+            raise
         if isinstance(res, dict) and res.get("metadata"):
             self.store.put_knode(res)   # assumed: an adopted node is a member at once
 

@@ -8,7 +8,7 @@ from podbatch.controllers import clock
 from podbatch.controllers.status import changed_keys, merged_conditions, node_address, node_condition, node_ready, now_iso, parse_time
 from podbatch.controllers.store import key
 from podbatch.core import conditions, naming, pods, removals, tenancy
-from podbatch.core.nodes import NodeFacts, being_taken_back, is_schedulable, node_state
+from podbatch.core.nodes import NodeFacts, being_taken_back, is_schedulable, node_state, taint_to_restore
 from podbatch.nodegroups import provider_for
 
 NODE_COUNTS_EVERY = 2.0
@@ -115,6 +115,12 @@ class Nodes:
             if option in ("requeue", "terminate") and status.get("schedulingState") != "disabled":
                 plan += self._stop_tasks(tasks, option, "scheduling was disabled on the node")
                 tasks = set()
+        # --- the pool's taint, put back if another writer dropped it (the label says it is ours)
+        taints = taint_to_restore(knode, naming.pool_node_label(ns, spec["poolName"]))
+        if taints is not None:
+            plan += [A.PatchNode(spec["nodeName"], {"spec": {"taints": taints}}, knode["metadata"].get("resourceVersion")),
+                     A.Event(c, "Warning", "PoolTaintRestored", f"node {spec['nodeName']} had lost the pool's "
+                             f"NoSchedule taint {naming.TAINT_POOL}; put back so other pods stay off it")]
         # --- node preparation pod of this boot
         boot = naming.boot_token(f"{handled.get('reboot', '')}|{handled.get('reimage', '')}".strip("|") or None)
         # the boot's first prep pod is normally made in the pass that starts the boot; when the

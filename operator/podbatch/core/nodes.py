@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from podbatch.core import naming
+
 SCHEDULABLE_STATES = {"idle", "running"}
 # Taints with which a cloud (or its node-termination handler) says it takes a node back:
 # on a low-priority (spot) node they make the compute node `preempted` and its tasks are
@@ -83,3 +85,32 @@ def being_taken_back(node: dict | None, dedicated: bool) -> bool:
     if dedicated or not node:
         return False
     return any(t.get("key") in PREEMPTION_TAINTS for t in (node.get("spec") or {}).get("taints") or [])
+
+
+def pool_taint(value: str) -> dict:
+    """The NoSchedule taint that keeps other pods off a pool's node (`value`: the pool's label)."""
+    return {"key": naming.TAINT_POOL, "value": value, "effect": "NoSchedule"}
+
+
+def without_pool_taint(node: dict) -> list[dict]:
+    """The node's taints but podbatch's pool taint (whatever its value)."""
+    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != naming.TAINT_POOL]
+
+
+def with_pool_taint(node: dict, value: str) -> list[dict]:
+    """The node's taints with exactly one pool taint, for the pool labelled `value`."""
+    return without_pool_taint(node) + [pool_taint(value)]
+
+
+def taint_to_restore(node: dict | None, value: str) -> list[dict] | None:
+    """The taints to write back on a node labelled for the pool (`value`) that lost its pool
+    taint to another writer (e.g. a controller that rewrote the node's taint list from an
+    older copy); None when nothing is to be done: the node is not the pool's, is going, or
+    carries the taint."""
+    if not node or node["metadata"].get("deletionTimestamp"):
+        return None
+    if (node["metadata"].get("labels") or {}).get(naming.LABEL_POOL) != value:
+        return None
+    if pool_taint(value) in [{k: t.get(k) for k in ("key", "value", "effect")} for t in (node.get("spec") or {}).get("taints") or []]:
+        return None
+    return with_pool_taint(node, value)

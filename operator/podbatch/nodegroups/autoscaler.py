@@ -14,6 +14,7 @@ consolidation). Placeholders are owned by the Pool and go with it.
 from __future__ import annotations
 
 from podbatch.core import naming
+from podbatch.core.nodes import with_pool_taint, without_pool_taint
 from podbatch.core.durations import seconds
 from podbatch.controllers import clock
 from podbatch.nodegroups import provreq
@@ -61,9 +62,6 @@ def placeholder_pod(pool: dict, kind: str, index: int, image: str, priority_clas
             "spec": spec}
 
 
-def _without_our_taint(node: dict) -> list[dict]:
-    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != naming.TAINT_POOL]
-
 
 class AutoscalerProvider:
     """The executor is `kube`; its store holds the placeholders (podbatch's pods are watched)."""
@@ -101,8 +99,7 @@ class AutoscalerProvider:
                     labels = {naming.LABEL_POOL: value, naming.LABEL_LOW_PRIORITY: "true" if kind == "lowpriority" else None}
                     await self.kube.patch_node(node["metadata"]["name"], {
                         "metadata": {"labels": labels, "annotations": dict(KEEP_ANNOTATIONS)},
-                        "spec": {"taints": _without_our_taint(node) + [{"key": naming.TAINT_POOL, "value": value,
-                                                                          "effect": "NoSchedule"}]}})
+                        "spec": {"taints": with_pool_taint(node, value)}})
                     want[kind] -= 1
                     await self.kube.delete_pod(ns, pod_name, grace=0)
                 elif rec.view.node_name:
@@ -165,4 +162,4 @@ class AutoscalerProvider:
         await self.kube.patch_node(node["metadata"]["name"], {
             "metadata": {"labels": {naming.LABEL_POOL: None, naming.LABEL_LOW_PRIORITY: None},
                          "annotations": dict.fromkeys(KEEP_ANNOTATIONS)},
-            "spec": {"taints": _without_our_taint(node) or None}})
+            "spec": {"taints": without_pool_taint(node) or None}})

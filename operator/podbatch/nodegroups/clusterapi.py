@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from podbatch.core import naming
-from podbatch.nodegroups.static import _without_our_taint
+from podbatch.core.nodes import with_pool_taint, without_pool_taint
 
 DELETE_MACHINE = "cluster.x-k8s.io/delete-machine"
 # The label Cluster API puts on the Machines of a target, when its scale reports no selector.
@@ -112,7 +112,7 @@ class ClusterApiProvider:
             if not wanted(machine):
                 await self.kube.patch_machine(machine["metadata"]["namespace"], machine["metadata"]["name"],
                                               {"metadata": {"annotations": {DELETE_MACHINE: None}}})
-            taints = _without_our_taint(node) + [{"key": naming.TAINT_POOL, "value": value, "effect": "NoSchedule"}]
+            taints = with_pool_taint(node, value)
             await self.kube.patch_node(node["metadata"]["name"], {
                 "metadata": {"labels": {naming.LABEL_POOL: value}}, "spec": {"taints": taints}})
         return []
@@ -141,5 +141,5 @@ class ClusterApiProvider:
         # Cluster API drains and deletes it, so nothing else lands there meanwhile.
         patch: dict = {"metadata": {"labels": {naming.LABEL_POOL: None, naming.LABEL_LOW_PRIORITY: None}}}
         if not mine:
-            patch["spec"] = {"taints": _without_our_taint(node) or None}
+            patch["spec"] = {"taints": without_pool_taint(node) or None}
         await self.kube.patch_node(name, patch)

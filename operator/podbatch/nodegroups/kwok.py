@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from podbatch.core import naming
+from podbatch.core.nodes import pool_taint
 
 
 def kwok_node(pool: dict, index: int, low_priority: bool) -> dict:
@@ -21,7 +22,7 @@ def kwok_node(pool: dict, index: int, low_priority: bool) -> dict:
         "metadata": {"name": node_name, "labels": labels,
                      "annotations": {naming.ANNOTATION_FAKE_NODE: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
         "spec": {"taints": [
-            {"key": naming.TAINT_POOL, "value": naming.pool_node_label(ns, name), "effect": "NoSchedule"},
+            pool_taint(naming.pool_node_label(ns, name)),
             {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
         "status": {"capacity": capacity, "allocatable": capacity},
     }

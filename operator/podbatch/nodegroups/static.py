@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 from podbatch.core import naming
+from podbatch.core.nodes import with_pool_taint, without_pool_taint
 
 
 def matches(node: dict, selector: dict[str, str]) -> bool:
     labels = node["metadata"].get("labels") or {}
     return all(labels.get(k) == v for k, v in selector.items())
 
-
-def _without_our_taint(node: dict) -> list[dict]:
-    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != naming.TAINT_POOL]
 
 
 class StaticProvider:
@@ -25,7 +23,7 @@ class StaticProvider:
                 if matches(n, selector) and naming.LABEL_POOL not in (n["metadata"].get("labels") or {})
                 and not n["metadata"].get("deletionTimestamp")]
         for node in free[:count]:
-            taints = _without_our_taint(node) + [{"key": naming.TAINT_POOL, "value": value, "effect": "NoSchedule"}]
+            taints = with_pool_taint(node, value)
             await self.kube.patch_node(node["metadata"]["name"], {
                 "metadata": {"labels": {naming.LABEL_POOL: value}}, "spec": {"taints": taints}})
         if len(free) < count:
@@ -36,4 +34,4 @@ class StaticProvider:
     async def release(self, pool, node) -> None:
         await self.kube.patch_node(node["metadata"]["name"], {
             "metadata": {"labels": {naming.LABEL_POOL: None, naming.LABEL_LOW_PRIORITY: None}},
-            "spec": {"taints": _without_our_taint(node) or None}})
+            "spec": {"taints": without_pool_taint(node) or None}})
