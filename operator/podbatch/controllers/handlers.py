@@ -19,12 +19,13 @@ from podbatch.controllers import clock
 from podbatch.controllers.engine import Engine
 from podbatch.controllers.kube import Kube
 from podbatch.controllers.leader import LeaderElection
-from podbatch.controllers import sync
+from podbatch.controllers import fastjson, sync
 from podbatch.controllers.store import Store
 from podbatch.core import naming
 
 log = logging.getLogger("podbatch")
 STORE = Store()
+fastjson.speed_up_kopf()   # kopf's watch stream decodes with orjson (controllers/fastjson.py)
 SETTINGS = Settings()
 STORE.namespaces = SETTINGS.namespace_list
 FINALIZER = "podbatch.io/pool-cleanup"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 import os
-import json
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
 from podbatch import GROUP, VERSION
+from podbatch.controllers import fastjson
 from podbatch.metrics import API_ERRORS
 
 log = logging.getLogger("podbatch.kube")
@@ -77,7 +77,7 @@ class Kube:
                     err = ApiException(status=status, reason=data[:300].decode(errors="replace"))
                     err.body = data.decode(errors="replace")   # the Status, whole: its message is shown to users
                     raise err
-                return json.loads(data) if data else {}
+                return fastjson.loads(data) if data else {}
             except ApiException as e:
                 if e.status in ok:
                     return None
