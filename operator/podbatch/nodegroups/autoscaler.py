@@ -62,7 +62,6 @@ def placeholder_pod(pool: dict, kind: str, index: int, image: str, priority_clas
             "spec": spec}
 
 
-
 class AutoscalerProvider:
     """The executor is `kube`; its store holds the placeholders (podbatch's pods are watched)."""
 

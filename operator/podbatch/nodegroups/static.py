@@ -10,7 +10,6 @@ def matches(node: dict, selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-
 class StaticProvider:
     def __init__(self, kube) -> None:
         self.kube = kube
