@@ -12,7 +12,9 @@ node groups given on the command line (`--node-group NAME:LABEL=VALUE[,LABEL=VAL
   one posts: TriggeredScaleUp, or NotTriggerScaleUp with the reason, on the pod;
 * scale-down: a Node of a group with no running pod on it and without the annotation
   `cluster-autoscaler.kubernetes.io/scale-down-disabled: "true"` for `--unneeded`
-  seconds is deleted (Event ScaleDown);
+  seconds is deleted (Event ScaleDown); a Node younger than `--unneeded` is never empty
+  yet (the pod it was made for may still be on its way, as the real one's
+  scale-down-delay-after-add);
 * ProvisioningRequests (autoscaling.x-k8s.io/v1beta1, class best-effort-atomic-scale-up; the
   trimmed CRD of hack/fakeca-crds/): all of a request's nodes at once, or none (condition
   Failed) when the group's MAX would be exceeded; then condition Provisioned. Pods that consume
@@ -201,6 +203,8 @@ class FakeClusterAutoscaler:
             if (node["metadata"].get("annotations") or {}).get(KEEP) == "true" or node["metadata"].get("deletionTimestamp"):
                 self.empty_since.pop(name, None)
                 continue
+            if now - _since(node["metadata"].get("creationTimestamp")) < self.unneeded:
+                continue   # new: its pod may not be scheduled there yet (cluster-autoscaler's scale-down-delay-after-add)
             running = (await self.kube.request("GET", "/api/v1/pods", [("fieldSelector", f"spec.nodeName={name}")]))["items"]
             if any((p.get("status") or {}).get("phase") in ("Pending", "Running") and not p["metadata"].get("deletionTimestamp")
                    for p in running):
