@@ -580,6 +580,10 @@ class FakeApiServer:
             return _copy(items), str(self.rv)
         return await self._call("list", plural, apply)
 
+    async def list_pages(self, plural: str):
+        """The list as Kube.list_pages gives it: here one page."""
+        yield await self.list_kind(plural)
+
     async def get_object(self, plural: str, ns: str, name: str) -> dict | None:
         return await self._call("get", f"{plural} {ns}/{name}", lambda: _copy(self.get(plural, ns, name)))
 

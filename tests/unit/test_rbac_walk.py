@@ -43,7 +43,7 @@ CHART = ROOT / "charts" / "podbatch"
 SOURCE = ROOT / "operator" / "podbatch"
 RELEASE, NAMESPACE = "pb", "batch-ops"
 CLUSTER_ROLE = f"{NAMESPACE}-{RELEASE}-podbatch"
-CORE_KINDS = set(kube_module.CORE_KINDS)   # the core/v1 kinds Kube.list_kind lists
+CORE_KINDS = set(kube_module.CORE_KINDS)   # the core/v1 kinds Kube.list_kind and list_pages list
 
 Need = tuple[str, str, str]      # (apiGroup, resource[/subresource], verb)
 
@@ -51,6 +51,7 @@ Need = tuple[str, str, str]      # (apiGroup, resource[/subresource], verb)
 # sites (see plural_call_sites).
 PER_KIND = {
     "list_kind": ("", "list"),
+    "list_pages": ("", "list"),
     "get_object": ("", "get"),
     "create_object": ("", "create"),
     "patch_object": ("", "patch"),
@@ -131,12 +132,13 @@ def plural_call_sites() -> dict[str, set[str]]:
                 # Changing ownerReferences needs delete on the object (OwnerReferencesPermissionEnforcement).
                 if method == "patch_object" and "ownerReferences" in ast.unparse(node):
                     found["delete_object"].add(first.value)
-            elif path in FORWARDERS or (path == "controllers/sync.py" and node.func.attr == "list_kind"):
+            elif path in FORWARDERS or (path == "controllers/sync.py" and node.func.attr in ("list_kind", "list_pages")):
                 continue
             else:
                 unknown.append(f"{path}:{node.lineno} {ast.unparse(node)[:80]}")
     assert not unknown, f"calls whose kind the RBAC walk cannot tell (pass the kind as a literal): {unknown}"
     found["list_kind"] |= set(sync.KINDS)
+    found["list_pages"] |= set(sync.KINDS)
     # The executor reads an object again after a 409 on any patch of it (Executor._refresh).
     found["get_object"] |= found["patch_object"] | found["patch_status"]
     return found

@@ -91,9 +91,18 @@ class Kube:
 
     # --- lists (the store's sync and relists) --------------------------------------
     async def list_kind(self, plural: str) -> tuple[list[dict], str]:
-        """Every object of a kind (pods: podbatch's only), cluster-wide, read in pages, with
-        the list's resourceVersion: what the store holds older than it and not listed is gone."""
+        """Every object of a kind (pods: podbatch's only), cluster-wide, with the list's
+        resourceVersion: what the store holds older than it and not listed is gone."""
         items: list[dict] = []
+        rv = ""
+        async for page, page_rv in self.list_pages(plural):
+            items += page
+            rv = rv or page_rv
+        return items, rv
+
+    async def list_pages(self, plural: str):
+        """The same list, page by page (500 objects), each with the list's resourceVersion (every
+        page is read at the first one's): a relist of 100,000 Tasks never holds them all at once."""
         cont, rv = None, ""
         while True:
             kw = {"limit": 500, "_preload_content": False, **({"_continue": cont} if cont else {})}
@@ -108,17 +117,18 @@ class Kube:
             # no PoolGrant CRD (an operator upgraded before its CRDs): no grants, not a stuck sync
             res = await self._call("list", plural, call, ok=(404,) if plural == "poolgrants" else ()) or {}
             kind = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}.get(plural)
-            for it in res.get("items") or []:
-                (it.get("metadata") or {}).pop("managedFields", None)   # half a body, never read: not held for the whole list
+            items = res.get("items") or []
+            for it in items:
+                (it.get("metadata") or {}).pop("managedFields", None)   # half a body, never read
                 if kind:   # list items of core kinds carry no kind; the store's bodies do
                     it.setdefault("kind", kind)
                     it.setdefault("apiVersion", "v1")
-                items.append(it)
             meta = res.get("metadata") or {}
             rv = rv or meta.get("resourceVersion", "")
             cont = meta.get("continue")
+            yield items, rv
             if not cont:
-                return items, rv
+                return
 
     # --- pods -------------------------------------------------------------------
     async def create_pod(self, pod: dict) -> dict | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from podbatch.controllers import clock
 from podbatch.controllers.collstore import CollectionStore
+from podbatch.controllers.tasktable import TaskTable
 from podbatch.core import binding, naming
 from podbatch.core import collections as collcore
 from podbatch.core import jobs as jobcore
@@ -43,6 +44,7 @@ def _rv(body: dict) -> int:
         return 0
 
 
+_NO_BODY: dict = {"metadata": {}}
 ASSUMED_POD_TTL = 5.0   # s a pod whose create's answer was lost is held without the watch showing it
 TOMBSTONES = 50_000   # deleted keys remembered (per kind) against late older copies
 
@@ -120,7 +122,7 @@ class Store(CollectionStore):
         self.knamespaces: dict[str, dict] = {}   # Namespaces, by name: PoolGrants select them by label
         self.jobs: dict[str, dict] = {}
         self.jobschedules: dict[str, dict] = {}
-        self.tasks: dict[str, dict] = {}
+        self.tasks = TaskTable()   # Task bodies; those at rest kept as JSON (controllers/tasktable.py)
         self.pods: dict[str, PodRecord] = {}
         self.tasks_by_job: dict[str, set[str]] = defaultdict(set)
         # (job key, Batch task id) -> the task holding it (a set only for duplicates): see holders()
@@ -171,8 +173,8 @@ class Store(CollectionStore):
         self.changed.set()
 
     def _put(self, table: dict, k: str, body: dict, kind: str = "") -> bool:
-        old = table.get(k)
-        if old is not None and _rv(old) > _rv(body):
+        old_rv = table.rv(k) if isinstance(table, TaskTable) else _rv(table.get(k) or _NO_BODY)
+        if old_rv > _rv(body):
             return False   # an older event than what a write already told us
         if kind and self._buried(kind, k, _rv(body)):
             return False   # a late copy of an object already deleted
@@ -310,10 +312,18 @@ class Store(CollectionStore):
             self._index_id(k, None)
             self._index_task(k, job, None)
             self._tombstone("tasks", k, _rv(body))
-        elif self._put(self.tasks, k, shared_strings(compact_completed(body) if done else body), "tasks"):
-            self.tasks_by_job[job].add(k)
-            self._index_id(k, (job, body["spec"].get("id") or body["metadata"]["name"]))
-            self._index_task(k, job, self.task(k))
+        else:
+            if done:
+                body = compact_completed(body)
+            # a body about to be frozen is not worth sharing its strings
+            at_rest = (body.get("status") or {}).get("state", "active") in ("active", "completed") \
+                and not collcore.virtual(body)
+            if self._put(self.tasks, k, body if at_rest else shared_strings(body), "tasks"):
+                self.tasks_by_job[job].add(k)
+                self._index_id(k, (job, body["spec"].get("id") or body["metadata"]["name"]))
+                self._index_task(k, job, self.task(k))
+                if at_rest:
+                    self._rest(k)
         self.dirty_tasks.add(k)
         if not quiet:
             self.dirty_jobs.add(job)
@@ -382,8 +392,9 @@ class Store(CollectionStore):
                 self.job_pods[jkey].add(k)
             self.dirty_jobs.add(jkey)
             # tasks waiting in `preparing` for this node's preparation task look again
-            self.dirty_tasks.update(t for t in self.tasks_by_job.get(jkey, ())
-                                    if ((self.tasks.get(t) or {}).get("status") or {}).get("state") == "preparing")
+            # (a frozen Task is at rest: its status does not say preparing)
+            self.dirty_tasks.update(t for t in self.tasks_by_job.get(jkey, ()) if not self.tasks.is_frozen(t)
+                                    and ((self.tasks.get(t) or {}).get("status") or {}).get("state") == "preparing")
         elif role == "placeholder":
             pool = key(meta["namespace"], labels.get(naming.LABEL_POOL, ""))
             if deleted:
@@ -438,6 +449,15 @@ class Store(CollectionStore):
         self._index_task(tk, job, self.task(tk))
         if self.task_state.get(tk) != before:
             self.dirty_jobs.add(job)   # its counts changed (active -> preparing, or back)
+            self._rest(tk)
+
+    def _rest(self, tk: str) -> None:
+        """A task whose state is active (queued, no pod yet) or completed is at rest: its body
+        is kept frozen; one whose pod says it is in flight again is read every pass: a dict."""
+        if self.task_state.get(tk) in ("active", "completed"):
+            self.tasks.freeze(tk)
+        else:
+            self.tasks.thaw(tk)
 
     # --- task pods per node: what holds a node's slots ----------------------------------
     def _index_node_pod(self, k: str, tk: str, ns: str, labels: dict) -> None:
@@ -572,7 +592,11 @@ class Store(CollectionStore):
         """A full list of a kind: put every item, and forget every object of the kind that the
         list no longer has although the list is newer (deleted while no watch told us).
         Returns how many were forgotten."""
-        put, table = self._kind_table(plural)
+        return self.forget_unlisted(plural, self.put_listed(plural, items), list_rv)
+
+    def put_listed(self, plural: str, items: list[dict]) -> set[str]:
+        """Put a page of a list of a kind; returns the keys it listed (of served namespaces)."""
+        put, _ = self._kind_table(plural)
         listed = set()
         for body in items:
             meta = body.get("metadata") or {}
@@ -580,16 +604,28 @@ class Store(CollectionStore):
                 continue
             listed.add(key(meta["namespace"], meta["name"]) if meta.get("namespace") else meta["name"])
             put(body)
+        return listed
+
+    def forget_unlisted(self, plural: str, listed: set[str], list_rv: str) -> int:
+        """After a whole list of a kind (at resourceVersion `list_rv`): forget every object the
+        list did not have although it is newer. Returns how many were forgotten."""
+        put, table = self._kind_table(plural)
         try:
             horizon = int(list_rv or 0)
         except ValueError:
             horizon = 0
         gone = []
-        for k, obj in list(table.items()):
-            if plural == "tasks" and collcore.virtual(obj):
-                continue   # a collection's task is no object of the API: its collection's deletion drops it
-            rv = obj.rv if isinstance(obj, PodRecord) else _rv(obj)
-            if k not in listed and rv <= horizon:
+        for k in list(table):
+            if k in listed:
+                continue
+            if plural == "tasks":
+                if not self.tasks.is_frozen(k) and collcore.virtual(self.tasks.get(k)):
+                    continue   # a collection's task is no object of the API: its collection's deletion drops it
+                rv = self.tasks.rv(k)
+            else:
+                obj = table[k]
+                rv = obj.rv if isinstance(obj, PodRecord) else _rv(obj)
+            if rv <= horizon:
                 gone.append(k)
         for k in gone:
             obj = table.get(k)

@@ -19,9 +19,13 @@ KINDS = ("namespaces", "poolgrants", "nodes", "pools", "computenodes", "jobs", "
 async def relist(store: Store, kube, plural: str) -> int:
     """List one kind and replace what the store holds of it; returns how many objects were
     forgotten (deleted while no watch event said so)."""
-    items, rv = await kube.list_kind(plural)
-    gone = store.replace(plural, items, rv)
-    del items
+    listed: set[str] = set()
+    horizon = ""
+    async for items, rv in kube.list_pages(plural):   # page by page: no peak of the whole list
+        horizon = horizon or rv
+        listed |= store.put_listed(plural, items)
+        del items
+    gone = store.forget_unlisted(plural, listed, horizon)
     if gone:
         log.info("relist of %s: %d deleted objects forgotten", plural, gone)
     give_back_memory()
