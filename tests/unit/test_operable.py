@@ -139,17 +139,43 @@ async def _no_sleep(*_):
 
 
 def test_the_pod_watch_is_filtered_by_the_api_server_to_podbatchs_pods():
-    """Never a watch of every pod of the cluster: kopf sends the selector with the watch."""
+    """Never a watch of every pod of the cluster: the engine's own watch of pods
+    (controllers/reflector.py) sends the selector, and kopf watches neither pods nor Tasks."""
     import kopf
-    from kopf._cogs.structs import references
 
-    from podbatch.controllers.handlers import configure_kopf
-    settings = kopf.OperatorSettings()
-    configure_kopf(settings)
-    pods = references.Resource(group="", version="v1", plural="pods", kind="Pod", singular="pod", namespaced=True)
-    nodes = references.Resource(group="", version="v1", plural="nodes", kind="Node", singular="node", namespaced=False)
-    assert list(settings.watching.label_selectors.collect(pods)) == ["podbatch.io/role"]
-    assert list(settings.watching.label_selectors.collect(nodes)) == []
+    from podbatch.controllers import handlers   # registers kopf's handlers
+    from podbatch.controllers.kube import Kube
+    from podbatch.controllers.reflector import KINDS
+    watched = {h.selector.plural for h in kopf.get_default_registry()._watching.get_all_handlers()}
+    assert handlers.STORE is not None and watched and not watched & set(KINDS) and set(KINDS) == {"pods", "tasks"}
+
+    sent = {}
+
+    class _Content:
+        async def iter_any(self):
+            yield b'{"type": "ADDED", "object": {"metadata": {"name": "a"}}}\n{"type": "BOOKM'
+            yield b'ARK", "object": {"metadata": {"resourceVersion": "9"}}}\n'
+
+    class _Response:
+        status, content = 200, _Content()
+
+        def release(self):
+            sent["released"] = True
+
+    class _Core:
+        async def list_pod_for_all_namespaces(self, **kw):
+            sent.update(kw)
+            return _Response()
+
+    kube = Kube.__new__(Kube)
+    kube.core = _Core()
+
+    async def go():
+        return [e async for e in kube.watch("pods", "5")]
+    events = asyncio.run(go())
+    assert sent["label_selector"] == "podbatch.io/role" and sent["watch"] and sent["resource_version"] == "5"
+    assert sent["allow_watch_bookmarks"] and sent["released"]
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]   # a line split across two chunks is whole
 
 
 def test_kopf_remembers_pools_only():

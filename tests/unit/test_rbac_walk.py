@@ -62,6 +62,8 @@ PER_KIND = {
 KUBE_CALLS: dict[str, set[Need]] = {
     "connect": set(),
     "close": set(),
+    # the engine's own watches (controllers/reflector.py): podbatch's pods and Tasks
+    "watch": {("", "pods", "watch"), ("podbatch.io", "tasks", "watch")},
     "create_pod": {("", "pods", "create")},
     "delete_pod": {("", "pods", "delete")},
     "patch_pod": {("", "pods", "patch")},

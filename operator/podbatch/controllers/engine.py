@@ -24,13 +24,14 @@ from podbatch import metrics
 from podbatch.api import InvalidObject, validate_object
 from podbatch.config import Settings
 from podbatch.controllers import actions as A
-from podbatch.controllers import clock, sync
+from podbatch.controllers import clock, reflector, sync
 from podbatch.controllers.autoscaling import Autoscaling
 from podbatch.controllers.collections import Collections
 from podbatch.controllers.executor import Conflict, Executor, NotLeader
 from podbatch.controllers.jobs import Jobs
 from podbatch.controllers.nodes import Nodes
 from podbatch.controllers.pools import Pools
+from podbatch.controllers.reflector import Reflector
 from podbatch.controllers.schedules import JobSchedules
 from podbatch.controllers.scheduling import Scheduling
 from podbatch.controllers.special import SpecialTasks
@@ -81,6 +82,23 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         await self.sync_until_done()
+        # podbatch's pods and Tasks are watched here, from the versions the sync listed them at
+        self.reflectors = [Reflector(self.store, self.kube, k, on_relisted=self._relisted_by_watch) for k in reflector.KINDS]
+        watches = [asyncio.create_task(r.run(self.store.listed_at.get(r.plural, "")), name=f"podbatch-watch-{r.plural}")
+                   for r in self.reflectors]
+        try:
+            await self._loop()
+        finally:
+            for w in watches:
+                w.cancel()
+
+    def _relisted_by_watch(self) -> None:
+        """A watch gap made a reflector list pods or Tasks again: pods whose task went meanwhile
+        are swept in the next pass, as after the engine's own relists."""
+        self._sweep_due = True
+        self.store.changed.set()
+
+    async def _loop(self) -> None:
         while True:
             wait = self.settings.tick_seconds
             for due_in in (self.ex.backoff.next_in(), self.store.assumed_expire_in()):

@@ -1,4 +1,6 @@
 """kopf handlers: thin. Watch events only feed the store; the engine does the work.
+podbatch's pods and Tasks, the busiest kinds, are not kopf's: the engine watches them
+itself (controllers/reflector.py).
 
 A listing event (kopf's type None) after the store's first sync means kopf listed the
 kind again after a watch gap: the engine then lists it itself and forgets what is gone.
@@ -51,11 +53,10 @@ def _record(plural: str, put):
 
 
 for plural, put in (("pools", STORE.put_pool), ("computenodes", STORE.put_cnode),
-                    ("jobs", STORE.put_job), ("tasks", STORE.put_task), ("jobschedules", STORE.put_jobschedule),
+                    ("jobs", STORE.put_job), ("jobschedules", STORE.put_jobschedule),
                     ("taskcollections", STORE.put_collection)):
     kopf.on.event(GROUP, VERSION, plural)(_record(plural, put))
 
-kopf.on.event("", "v1", "pods", labels={naming.LABEL_ROLE: kopf.PRESENT})(_record("pods", STORE.put_pod))
 kopf.on.event("", "v1", "nodes")(_record("nodes", STORE.put_knode))
 # Cluster-scoped: who may take which nodes (core/tenancy.py), and the namespaces' labels grants select by.
 kopf.on.event(GROUP, VERSION, "poolgrants")(_record("poolgrants", STORE.put_grant))
@@ -122,8 +123,8 @@ _survive_watch_404()
 
 def _remember_pools_only() -> None:
     """kopf keeps a memory (~1 KiB: its memo, error throttler, daemons, pending patch) for
-    every object it has seen, until the object is deleted: 100,000 queued Tasks and their pods
-    would hold ~200 MiB of it. podbatch's handlers for every kind but Pools are event handlers
+    every object it has seen, until the object is deleted: hundreds of Nodes and ComputeNodes,
+    thousands of Jobs would hold megabytes of it. podbatch's handlers for every kind but Pools are event handlers
     that only record the body in the store: they need nothing kopf remembers between events,
     so for them kopf gets a fresh memory per event and keeps none. Guarded like the patches
     above: if kopf moves these internals, its own behaviour stays."""
@@ -149,7 +150,8 @@ _remember_pools_only()
 
 class _PoolsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
     """kopf deep-copies every event's body to diff it, for change handlers; only Pools have
-    one (their deletion). For Tasks, pods and the rest this was ~13% of the operator's CPU."""
+    one (their deletion). For Tasks, pods and the rest this was ~13% of the operator's CPU
+    (when kopf still watched Tasks and pods)."""
 
     def build(self, *, body, extra_fields=None):
         if body.get("kind") != "Pool":
@@ -165,8 +167,6 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # only podbatch's pods, filtered by the API server: never a watch of every pod of the cluster
-    settings.watching.label_selectors["v1", "pods"] = naming.LABEL_ROLE
     settings.watching.chunk_size = 500   # kopf's initial lists in pages: no peak that grows with the task count
     # (newer kopf calls these settings `queueing`, older releases `batching`)
     (settings.queueing if hasattr(settings, "queueing") else settings.batching).worker_limit = 2000

@@ -16,6 +16,7 @@ import os
 import logging
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -28,6 +29,7 @@ MERGE = "application/merge-patch+json"
 # Short against the leader's safety margin (lease duration minus renew deadline): a write
 # sent by a leader about to be deposed cannot hang on and land long after.
 REQUEST_TIMEOUT = 15.0
+WATCH_SECONDS = 300   # a watch is closed by the server after this long and resumed from where it was
 # what list_kind lists: the podbatch kinds, podbatch's pods, and Nodes
 CORE_KINDS = ("pods", "nodes", "namespaces")
 # Cluster API Machines (the clusterapi node-group provider marks and reads them)
@@ -129,6 +131,40 @@ class Kube:
             yield items, rv
             if not cont:
                 return
+
+    async def watch(self, plural: str, resource_version: str, timeout: int = WATCH_SECONDS):
+        """The watch events of a kind (pods: podbatch's only; Tasks), cluster-wide, after
+        `resource_version`, decoded one line at a time, bookmarks included. Ends when the
+        server closes the watch (after `timeout` s); raises ApiException for an HTTP error
+        (410: that version is gone, list again). Holds no semaphore slot: it lasts minutes."""
+        kw = {"watch": True, "resource_version": resource_version, "allow_watch_bookmarks": True,
+              "timeout_seconds": timeout, "_preload_content": False,
+              "_request_timeout": aiohttp.ClientTimeout(total=timeout + 30, sock_connect=REQUEST_TIMEOUT)}
+        if plural == "pods":
+            call = self.core.list_pod_for_all_namespaces(label_selector="podbatch.io/role", **kw)
+        else:
+            call = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kw)
+        try:
+            res = await asyncio.wait_for(call, REQUEST_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ApiException(status=504, reason=f"watch {plural}: no answer within {REQUEST_TIMEOUT:.0f}s") from None
+        try:
+            if not 200 <= res.status <= 299:
+                data = await res.read()
+                err = ApiException(status=res.status, reason=data[:300].decode(errors="replace"))
+                err.body = data.decode(errors="replace")
+                raise err
+            rest = b""
+            async for chunk in res.content.iter_any():
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield fastjson.loads(line)
+            if rest.strip():
+                yield fastjson.loads(rest)
+        finally:
+            res.release()
 
     # --- pods -------------------------------------------------------------------
     async def create_pod(self, pod: dict) -> dict | None:

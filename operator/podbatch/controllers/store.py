@@ -152,6 +152,7 @@ class Store(CollectionStore):
         self.changed = asyncio.Event()
         self.synced = False
         self.relisted: set[str] = set()   # kinds kopf listed again (a watch gap): the engine relists them
+        self.listed_at: dict[str, str] = {}   # kind -> the resourceVersion of its last list (sync.relist)
         self.namespaces: list[str] = []   # the served namespaces (globs); empty = all
         self._gone: dict[str, OrderedDict] = defaultdict(OrderedDict)   # kind -> key -> rv at deletion
 

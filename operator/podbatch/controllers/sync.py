@@ -26,6 +26,7 @@ async def relist(store: Store, kube, plural: str) -> int:
         listed |= store.put_listed(plural, items)
         del items
     gone = store.forget_unlisted(plural, listed, horizon)
+    store.listed_at[plural] = horizon
     if gone:
         log.info("relist of %s: %d deleted objects forgotten", plural, gone)
     give_back_memory()
