@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import platform
+import sys
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +25,11 @@ def main() -> None:
     p.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
+    # kopf's import looks for the synchronous `kubernetes` client (the CLI's) to log in with,
+    # and importing it loads every one of its models: ~18 MiB of RSS the operator never uses.
+    # Without it kopf logs in with kubernetes_asyncio, the engine's client, from the same
+    # in-cluster account or kubeconfig.
+    sys.modules.setdefault("kubernetes", None)
     from podbatch.controllers import handlers  # registers the handlers; validates settings
     import kopf
     level = logging.DEBUG if args.verbose else getattr(logging, handlers.SETTINGS.log_level.upper(), logging.INFO)

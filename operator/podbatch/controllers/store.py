@@ -209,14 +209,14 @@ class Store(CollectionStore):
         if state == "active":
             meta = body["metadata"]
             v = meta.get(collcore.VIRTUAL)   # a collection's tasks in index order
-            self.queues[job].add(k, queue_key(int(body["spec"].get("priority", 0)), meta.get("creationTimestamp") or "",
+            self.queues[job].add(k, queue_key(int(body["spec"].get("priority", 0)), sys.intern(meta.get("creationTimestamp") or ""),
                                               f"{v[0]}-{v[1]:010d}" if v else meta["name"]))
         else:
             self.queues[job].discard(k)
         self.task_state[k] = state
         self.state_counts[state] += 1
         self.job_state_counts[job][state] += 1
-        counted = (job, jobcore.job_owner_uid(body) or "", jobcore.count_keys(state, (st.get("executionInfo") or {}).get("result")),
+        counted = (job, sys.intern(jobcore.job_owner_uid(body) or ""), jobcore.count_keys(state, (st.get("executionInfo") or {}).get("result")),
                    int(body["spec"].get("requiredSlots", 1)))
         self._counted[k] = counted
         c = self.job_counts[job][counted[1]]
@@ -294,7 +294,8 @@ class Store(CollectionStore):
 
     def put_task(self, body: dict, deleted: bool = False) -> None:
         k = body_key(body)
-        job = key(body["metadata"]["namespace"], body["spec"].get("jobName", ""))
+        # one string per job, not one per task (the indexes below keep it per task)
+        job = sys.intern(key(body["metadata"]["namespace"], body["spec"].get("jobName", "")))
         old = self.tasks.get(k)
         # A change of status within the same state (a pending reason, a subtask's address,
         # the echo of our own write) changes neither the job's counts nor the queue: the job

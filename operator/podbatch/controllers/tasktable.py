@@ -3,25 +3,46 @@
 At depth almost every Task is at rest: queued (active, no pod of its attempt yet) or
 completed. As Python dicts their bodies cost ~1.4 KB each (seven dicts, their strings),
 made of small objects allocated between the watch events' short-lived ones, so the
-allocator cannot give the memory back. Frozen, a body is one bytes object of its JSON
-(~0.6 KB, allocated apart) and its resourceVersion; reading it decodes it again, a new dict
-each time (~3 µs). The engine never changes a body in place (it decides, then writes), so a
-decoded copy is as good as the stored one. Tasks in flight, and a collection's virtual
-tasks (a window of a few hundred), stay dicts.
+allocator cannot give the memory back. Frozen, a body is one bytes object: its
+resourceVersion, then its JSON deflated against a preset dictionary of a Task's usual keys
+(a typical Task: 590 bytes of JSON, ~150 frozen; ~20 µs to freeze, ~6 µs to read). Reading
+it decodes it again, a new dict each time. The engine never changes a body in place (it
+decides, then writes), so a decoded copy is as good as the stored one. Tasks in flight,
+and a collection's virtual tasks (a window of a few hundred), stay dicts.
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, MutableMapping
 
 import orjson
 
+# What most Task bodies say (keys, constant values): deflate then stores each body as
+# little more than its own names, uid, times and command line.
+_ZDICT = orjson.dumps({
+    "apiVersion": "podbatch.io/v1alpha1", "kind": "Task",
+    "metadata": {"name": "", "namespace": "", "uid": "", "resourceVersion": "", "generation": 1, "creationTimestamp": "",
+                 "labels": {}, "annotations": {}, "ownerReferences": [{
+                     "apiVersion": "podbatch.io/v1alpha1", "kind": "Job", "name": "", "uid": "", "controller": True,
+                     "blockOwnerDeletion": False}]},
+    "spec": {"jobName": "", "commandLine": "/bin/sh -c ", "priority": 0, "requiredSlots": 1,
+             "constraints": {"maxTaskRetryCount": 0, "maxWallClockTime": "", "retentionTime": ""},
+             "environmentSettings": [{"name": "", "value": ""}], "resourceFiles": [], "outputFiles": [], "dependsOn": {},
+             "exitConditions": {}, "userIdentity": {}, "containerSettings": {}},
+    "status": {"state": "completed", "attempt": 1, "executionInfo": {"result": "success", "exitCode": 0, "retryCount": 0,
+               "requeueCount": 0, "startTime": "", "endTime": ""}, "nodeInfo": {"nodeId": "", "poolId": ""},
+               "podName": "", "conditions": []}})
+_WBITS = -11   # raw deflate, a 2 KiB window (the preset dictionary fits; small state per call)
 
-class Frozen:
-    __slots__ = ("rv", "data")
 
-    def __init__(self, rv: int, data: bytes) -> None:
-        self.rv = rv
-        self.data = data
+def freeze(body: dict) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, _WBITS, 2, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+    return b"%d:" % _rv(body) + c.compress(orjson.dumps(body)) + c.flush()
+
+
+def thawed(frozen: bytes) -> dict:
+    d = zlib.decompressobj(_WBITS, _ZDICT)
+    return orjson.loads(d.decompress(frozen[frozen.index(b":") + 1:]))
 
 
 def _rv(body: dict) -> int:
@@ -32,20 +53,20 @@ def _rv(body: dict) -> int:
 
 
 class TaskTable(MutableMapping):
-    """Task key -> body. Reading a frozen body returns a fresh dict decoded from its JSON."""
+    """Task key -> body. Reading a frozen body returns a fresh dict decoded from it."""
 
     def __init__(self) -> None:
-        self._d: dict[str, dict | Frozen] = {}
+        self._d: dict[str, dict | bytes] = {}
 
     def __getitem__(self, k: str) -> dict:
         v = self._d[k]
-        return orjson.loads(v.data) if type(v) is Frozen else v
+        return thawed(v) if type(v) is bytes else v
 
     def get(self, k: str, default=None):
         v = self._d.get(k)
         if v is None:
             return default
-        return orjson.loads(v.data) if type(v) is Frozen else v
+        return thawed(v) if type(v) is bytes else v
 
     def __setitem__(self, k: str, body: dict) -> None:
         self._d[k] = body
@@ -64,27 +85,26 @@ class TaskTable(MutableMapping):
 
     def pop(self, k: str, *default):
         v = self._d.pop(k, *default)
-        return orjson.loads(v.data) if type(v) is Frozen else v
+        return thawed(v) if type(v) is bytes else v
 
     def rv(self, k: str) -> int:
         """The stored body's resourceVersion (0 for none), without decoding it."""
         v = self._d.get(k)
         if v is None:
             return 0
-        return v.rv if type(v) is Frozen else _rv(v)
+        return int(v[:v.index(b":")]) if type(v) is bytes else _rv(v)
 
     def is_frozen(self, k: str) -> bool:
-        return type(self._d.get(k)) is Frozen
+        return type(self._d.get(k)) is bytes
 
     def thaw(self, k: str) -> None:
         """Keep the body of `k` as a dict again (a task leaving rest: read every pass)."""
         v = self._d.get(k)
-        if type(v) is Frozen:
-            self._d[k] = orjson.loads(v.data)
+        if type(v) is bytes:
+            self._d[k] = thawed(v)
 
     def freeze(self, k: str) -> None:
-        """Keep the body of `k` as JSON from now on (until it is replaced)."""
+        """Keep the body of `k` frozen from now on (until it is replaced)."""
         v = self._d.get(k)
         if type(v) is dict:
-            # (a copy: orjson answers in a buffer of at least 8 KiB, not shrunk to the JSON)
-            self._d[k] = Frozen(_rv(v), bytes(memoryview(orjson.dumps(v))))
+            self._d[k] = freeze(v)

@@ -56,12 +56,17 @@ def empty_counts() -> dict[str, int]:
     return dict.fromkeys(COUNT_KEYS, 0)
 
 
+_ACTIVE, _RUNNING, _SUCCEEDED, _FAILED = ("active",), ("running",), ("completed", "succeeded"), ("completed", "failed")
+
+
 def count_keys(state: str | None, result: str | None) -> tuple[str, ...]:
-    """The taskCounts a task in this state (and, once completed, with this result) adds 1 to."""
-    key = {"active": "active", "preparing": "running", "running": "running", "completed": "completed"}.get(state or "active", "active")
-    if key == "completed":
-        return key, "succeeded" if result == "success" else "failed"
-    return (key,)
+    """The taskCounts a task in this state (and, once completed, with this result) adds 1 to.
+    (One tuple per answer, shared: the store keeps one per task.)"""
+    if state in ("preparing", "running"):
+        return _RUNNING
+    if state == "completed":
+        return _SUCCEEDED if result == "success" else _FAILED
+    return _ACTIVE
 
 
 def add_task(counts: dict[str, int], slots: dict[str, int], state: str, result: str | None, required_slots: int) -> None:

@@ -24,7 +24,7 @@ class JobQueue:
     __slots__ = ("_key", "_sorted", "_head", "_dead", "_adds")
 
     def __init__(self) -> None:
-        self._key: dict[str, tuple] = {}        # task -> (its current sort key, the add that put it)
+        self._key: dict[str, tuple] = {}        # task -> its live entry of _sorted (dead ones are other tuples)
         self._sorted: list[tuple[tuple, int, str]] = []
         self._adds = 0
         self._head = 0                          # entries before it are all dead
@@ -43,8 +43,8 @@ class JobQueue:
         if old is not None:
             self._dead += 1
         self._adds += 1   # an entry left dead by an earlier add of the same key never comes back to life
-        self._key[task] = (key, self._adds)
         entry = (key, self._adds, task)
+        self._key[task] = entry
         if not self._sorted or self._sorted[-1] < entry:
             self._sorted.append(entry)
         else:
@@ -62,9 +62,10 @@ class JobQueue:
         i = self._head
         front = True
         while i < len(entries):
-            key, n, task = entries[i]
+            entry = entries[i]
+            task = entry[2]
             i += 1
-            if keys.get(task) != (key, n):
+            if keys.get(task) is not entry:
                 if front:
                     self._head = i
                     self._dead -= 1
@@ -75,6 +76,6 @@ class JobQueue:
             self._compact()
 
     def _compact(self) -> None:
-        self._sorted = [(k, n, t) for k, n, t in self._sorted[self._head:] if self._key.get(t) == (k, n)]
+        self._sorted = [e for e in self._sorted[self._head:] if self._key.get(e[2]) is e]
         self._head = 0
         self._dead = 0
