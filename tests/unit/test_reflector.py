@@ -88,3 +88,65 @@ def test_a_broken_watch_is_resumed(monkeypatch):
     monkeypatch.setattr(Reflector, "BACKOFF", (0.001, 0.002))
     _run(s, kube, "10")
     assert kube.watched_from[:3] == ["10", "10", "10"] and kube.lists == 0 and "ns/a" in s.tasks
+
+
+def test_a_backlog_of_events_lets_the_loop_run_between_them():
+    """100,000 deletions already read arrive without a suspension of the watch's stream: the
+    reflector hands the loop back every few events (the Lease's renewal waits on it)."""
+    from podbatch.controllers import reflector
+    s = Store()
+    events = [{"type": "ADDED", "object": _task(f"t{i}", 10 + i)} for i in range(1000)]
+    kube = _Kube([events], [], "")
+    ticks: list[int] = []
+
+    async def go():
+        r = Reflector(s, kube, "tasks")
+        stop = False
+
+        async def ticker():
+            while not stop:
+                ticks.append(len(s.tasks))
+                await asyncio.sleep(0)
+        t = asyncio.create_task(ticker())
+        await r.watch_once()
+        stop = True
+        await t
+    asyncio.run(go())
+    during = {n for n in ticks if 0 < n < 1000}
+    assert len(during) >= 1000 // reflector.YIELD_EVERY - 2, sorted(during)
+
+
+def test_a_pass_over_many_dirty_tasks_decides_them_in_slices():
+    """A Job with 100,000 tasks deleted makes every one of them dirty: the pass decides them a
+    slice at a time with the loop let run between (before, it decided all of them in one go,
+    and the leader's Lease went unrenewed for over 10 s in the 100,000-task bench)."""
+    from podbatch.config import Settings
+    from podbatch.controllers import tasks as tasks_module
+    from podbatch.controllers.engine import Engine
+    engine = Engine(Store(), object(), Settings())
+    ticks = [0]
+    seen_at: list[int] = []
+
+    def decide(tk, node_view, now, touched):
+        seen_at.append(ticks[0])
+        return []
+
+    async def act(tk, plan):
+        return True
+    engine._decide_task, engine._act_task = decide, act
+    n = tasks_module.DECIDE_SLICE * 4
+
+    async def go():
+        stop = False
+
+        async def ticker():
+            while not stop:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        await engine.advance_tasks({f"ns/t{i}" for i in range(n)}, {})
+        stop = True
+        await t
+    asyncio.run(go())
+    assert len(seen_at) == n and len(set(seen_at)) >= 4, sorted(set(seen_at))

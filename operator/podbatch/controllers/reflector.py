@@ -23,6 +23,7 @@ from podbatch.controllers.store import Store
 log = logging.getLogger("podbatch.watch")
 KINDS = ("pods", "tasks")   # watched here; kopf watches the rest
 _PUTS = {"pods": Store.put_pod, "tasks": Store.put_task}
+YIELD_EVERY = 50
 
 
 class Reflector:
@@ -72,6 +73,10 @@ class Reflector:
         seen = 0
         async for event in self.kube.watch(self.plural, self.version):
             seen += 1
+            if seen % YIELD_EVERY == 0:
+                # a backlog already read (100,000 deletions) is handed out without a suspension:
+                # let the loop run (the Lease's renewal, the engine) between every few events
+                await asyncio.sleep(0)
             kind, obj = event.get("type"), event.get("object") or {}
             meta = obj.get("metadata") or {}
             if kind == "ERROR":

@@ -30,6 +30,7 @@ log = logging.getLogger("podbatch.engine")
 RUNNING_WRITE_AFTER = 1.0
 RETENTION_RETRY = 10.0
 ADOPT_PER_PASS = 50
+DECIDE_SLICE = 500   # tasks decided between two turns of the loop
 REJECTED_FOR = 30.0   # seconds a node counts as out of a resource after its kubelet turned a pod away for it
 
 
@@ -165,10 +166,19 @@ class Tasks:
         return plan if live else plan + [A.WriteStatus("tasks", t, {"stoppingPods": None})]
 
     async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
+        """Decide each dirty task and apply its plan, all plans at once. Deciding goes in slices
+        with the loop let run between them: a pass over 100,000 tasks (their Job deleted) must
+        not hold the loop for seconds (the Lease's renewal, the watches wait on it)."""
         touched_jobs: set[str] = set()
         now = now_iso()
-        await asyncio.gather(*(self._safely(f"task:{tk}", self._act_task(tk, self._decide_task(tk, node_view, now, touched_jobs)))
-                               for tk in dirty if not self.ex.backoff.waiting(f"task:{tk}")))
+        todo = [tk for tk in dirty if not self.ex.backoff.waiting(f"task:{tk}")]
+        acting = []
+        for i in range(0, len(todo), DECIDE_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            acting += [asyncio.ensure_future(self._safely(f"task:{tk}", self._act_task(
+                tk, self._decide_task(tk, node_view, now, touched_jobs)))) for tk in todo[i:i + DECIDE_SLICE]]
+        await asyncio.gather(*acting)
         return touched_jobs
 
     async def _act_task(self, tk: str, decided) -> bool:
