@@ -144,7 +144,9 @@ def test_standby_takes_over_mid_job(operator_image, release, chart_namespace, ap
     objects.create(job("ha", "ha", onAllTasksComplete="terminatejob"))
     with PodRecorder(core, namespace) as recorder:
         for i in range(1, TASKS + 1):
-            objects.create(task(f"ha-{i}", "ha", "/bin/true", annotations=sim(duration=2)))
+            # 6 s each, 4 waves on 4 slots: the job outlasts a takeover (with 2 s tasks, the
+            # 12 left after the first deletion all ended within the takeover's 6.5 s)
+            objects.create(task(f"ha-{i}", "ha", "/bin/true", annotations=sim(duration=6)))
 
         def succeeded() -> int:
             return sum(1 for t in objects.list("Task") if (t.get("status") or {}).get("state") == "completed")
