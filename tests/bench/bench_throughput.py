@@ -182,6 +182,17 @@ class Bench:
         assert self.op and self.op.alive(), f"the operator died; see {self.op.log_path if self.op else ''}"
 
     # --- setup
+    def wait_for_none(self, deadline: float, found, failure, waiting) -> None:
+        """Wait until `found()` finds nothing; fail with `failure(found)` past the deadline."""
+        while True:
+            got = found()
+            if not got:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(failure(got))
+            self.log(waiting(got))
+            time.sleep(5)
+
     def setup(self) -> None:
         from kubernetes import client
         install_crds(self.api)
@@ -190,26 +201,17 @@ class Bench:
         self.indexed = int(self.server.major) > 1 or minor >= 22
         self.result["server"] = self.server.git_version
         deadline = time.monotonic() + self.other_wait
-        while True:
-            others = other_operators(None, self.ns)
-            if not others:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"another podbatch operator serving all namespaces is running (pids {others}); it would "
-                                     f"also reconcile the bench's objects and spoil the numbers. Stop it or set its "
-                                     f"PODBATCH_NAMESPACES, or raise BENCH_OTHER_OPERATOR_WAIT")
-            self.log(f"waiting for another cluster-wide podbatch operator (pids {others}) to stop ...")
-            time.sleep(5)
-        while True:   # another bench's namespace still being deleted loads the API server as much as a phase
-            busy = [n.metadata.name for n in self.core.list_namespace(label_selector=RUN_LABEL).items]
-            if not busy:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"another bench's namespace is still there ({', '.join(busy)}): deleting its objects "
-                                     f"loads the API server and would spoil the numbers. Wait for it to go (a namespace "
-                                     f"of 100,000 Tasks takes about 20 minutes), or raise BENCH_OTHER_OPERATOR_WAIT")
-            self.log(f"waiting for another bench's namespace to go ({', '.join(busy)}) ...")
-            time.sleep(5)
+        self.wait_for_none(deadline, lambda: other_operators(None, self.ns),
+                           lambda pids: f"another podbatch operator serving all namespaces is running (pids {pids}); it would "
+                                        f"also reconcile the bench's objects and spoil the numbers. Stop it or set its "
+                                        f"PODBATCH_NAMESPACES, or raise BENCH_OTHER_OPERATOR_WAIT",
+                           lambda pids: f"waiting for another cluster-wide podbatch operator (pids {pids}) to stop ...")
+        # another bench's namespace still being deleted loads the API server as much as a phase
+        self.wait_for_none(deadline, lambda: [n.metadata.name for n in self.core.list_namespace(label_selector=RUN_LABEL).items],
+                           lambda busy: f"another bench's namespace is still there ({', '.join(busy)}): deleting its objects "
+                                        f"loads the API server and would spoil the numbers. Wait for it to go (a namespace "
+                                        f"of 100,000 Tasks takes about 20 minutes), or raise BENCH_OTHER_OPERATOR_WAIT",
+                           lambda busy: f"waiting for another bench's namespace to go ({', '.join(busy)}) ...")
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
             name=self.ns, labels={"podbatch.io/test": "1", RUN_LABEL: self.run_id})))
         wait_until("the namespace's default ServiceAccount",
