@@ -76,9 +76,7 @@ class Kube:
                     return res
                 status, data = res.status, await _read(res)
                 if not 200 <= status <= 299:
-                    err = ApiException(status=status, reason=data[:300].decode(errors="replace"))
-                    err.body = data.decode(errors="replace")   # the Status, whole: its message is shown to users
-                    raise err
+                    raise _api_error(status, data)
                 return fastjson.loads(data) if data else {}
             except ApiException as e:
                 if e.status in ok:
@@ -150,10 +148,7 @@ class Kube:
             raise ApiException(status=504, reason=f"watch {plural}: no answer within {REQUEST_TIMEOUT:.0f}s") from None
         try:
             if not 200 <= res.status <= 299:
-                data = await res.read()
-                err = ApiException(status=res.status, reason=data[:300].decode(errors="replace"))
-                err.body = data.decode(errors="replace")
-                raise err
+                raise _api_error(res.status, await res.read())
             rest = b""
             async for chunk in res.content.iter_any():
                 lines = (rest + chunk).split(b"\n")
@@ -328,6 +323,12 @@ class Kube:
                 return await self.core.read_namespaced_pod_log(name, ns, container=container, tail_lines=lines)
         except ApiException:
             return ""
+
+
+def _api_error(status: int, data: bytes) -> ApiException:
+    err = ApiException(status=status, reason=data[:300].decode(errors="replace"))
+    err.body = data.decode(errors="replace")   # the Status, whole: its message is shown to users
+    return err
 
 
 def _precondition(resource_version: str | None) -> dict:
