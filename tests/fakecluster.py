@@ -22,7 +22,8 @@ The pieces, each as faithful as the invariants need and no more:
   injects conflicts (a concurrent writer), 500s and 504s (a 504 may or may not have been
   applied, as a real timeout).
 * `FakeKubelet`: pods bound to a Node run as "containers" on the fake clock
-  (annotations `sim.podbatch.io/duration` / `exit-code`, as hack/nodesim.py), end after a
+  (annotations `sim.podbatch.io/duration` / `exit-code`, as hack/nodesim.py; a pod whose
+  wrapper ConfigMap is missing stays Pending, as the kubelet cannot mount it), end after a
   graceful delete's grace, and a partitioned node keeps running its containers while
   reporting nothing: the node lifecycle controller marks it Unknown after 40 s, a force
   delete removes the API object but not the container. That container is still *live*:
@@ -74,13 +75,15 @@ from typing import Any, Awaitable, Callable
 
 from kubernetes_asyncio.client.rest import ApiException
 
+from podbatch.core import pods as podcore
+
 GROUP, VERSION = "podbatch.io", "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CUSTOM = ("pools", "computenodes", "jobs", "tasks", "jobschedules", "taskcollections")
 WATCHED = ("nodes", "pools", "computenodes", "jobs", "jobschedules", "pods", "tasks", "taskcollections")   # sync order
 KIND = {"pools": "Pool", "computenodes": "ComputeNode", "jobs": "Job", "tasks": "Task", "jobschedules": "JobSchedule",
         "taskcollections": "TaskCollection",
-        "pods": "Pod", "nodes": "Node", "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
+        "pods": "Pod", "nodes": "Node", "configmaps": "ConfigMap", "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
 PLURAL = {v: k for k, v in KIND.items()}
 PUT = {"pools": "put_pool", "computenodes": "put_cnode", "jobs": "put_job", "tasks": "put_task",
        "jobschedules": "put_jobschedule", "pods": "put_pod", "nodes": "put_knode", "taskcollections": "put_collection"}
@@ -624,6 +627,10 @@ class FakeApiServer:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         return await self._call("create", f"pod {ns}/{name}", lambda: _copy_or_none(self.create("pods", pod)))
 
+    async def create_configmap(self, body: dict) -> dict | None:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        return await self._call("create", f"configmap {ns}/{name}", lambda: _copy_or_none(self.create("configmaps", body)))
+
     async def delete_pod(self, ns: str, name: str, *, grace: int | None = None) -> dict | None:
         return await self._call("delete", f"pod {ns}/{name} grace={grace}",
                                 lambda: _copy_or_none(self.delete("pods", ns, name, grace=grace)))
@@ -854,6 +861,9 @@ class FakeKubelet:
                     if deleting is not None:
                         s.delete("pods", meta["namespace"], meta["name"], grace=0)   # never started: confirm at once
                     continue
+                wrapper = podcore.wrapper_configmap_of(p)
+                if wrapper and self.server.get("configmaps", meta["namespace"], wrapper) is None:
+                    continue   # its volume cannot be mounted: it waits, as the kubelet retries it
                 c = self._start(p, sim, now)
             if c.running and deleting is not None and now >= deleting:
                 self._stop(c, "killed", "grace", 137, at=now)

@@ -36,6 +36,7 @@ import helm_python as helm  # helm-python-sdk, in the test extra
 import pytest
 
 from kit import Objects, job, kwok_pool, sim, task, wait_for
+from podbatch.core import pods
 
 
 pytestmark = pytest.mark.integration
@@ -312,6 +313,8 @@ def test_operator_runs_from_the_chart(operator_image, release, chart_namespace, 
     assert len(tasks) == TASKS
     assert all(t["status"]["state"] == "completed" and t["status"]["executionInfo"]["exitCode"] == 0 for t in tasks), \
         [t.get("status") for t in tasks]
+    # their pods read the task wrapper from the ConfigMap the operator created under the ClusterRole
+    assert core.read_namespaced_config_map(pods.WRAPPER_CONFIGMAP, namespace).immutable
 
     # The operator posted its Events (Kube.post_event takes a 403 silently: look for them).
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=quickstart").items

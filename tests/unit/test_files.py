@@ -116,7 +116,7 @@ def _pod(spec: dict, **kw) -> dict:
 def test_task_pod_without_files_is_unchanged():
     pod = _pod({})
     assert "initContainers" not in pod["spec"]
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["podbatch-node"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["podbatch-node", pods.WRAPPER_VOLUME]
 
 
 def test_task_pod_with_files():

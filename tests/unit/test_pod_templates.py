@@ -354,7 +354,7 @@ def test_pool_and_task_packages_are_unpacked_by_the_setup_container():
     assert env["AZ_BATCH_APP_PACKAGE_a_1"] == f"{ROOT}/applications/a_1"
     assert env["AZ_BATCH_APP_PACKAGE_b_1"] == f"{ROOT}/applications/b_1"
     assert env["AZ_BATCH_APP_PACKAGE_c"] == f"{ROOT}/applications/c"
-    cms = [v["configMap"] for v in pod["spec"]["volumes"] if "configMap" in v]
+    cms = [v["configMap"] for v in pod["spec"]["volumes"] if "configMap" in v and v["name"] != pods.WRAPPER_VOLUME]
     assert cms == [{"name": n, "optional": True, "defaultMode": 0o755} for n in ("podbatch-app-a.1", "my-b", "podbatch-app-c")]
     setup = _c(pod, "podbatch-setup")
     assert {"name": "podbatch-node", "mountPath": ROOT} in setup["volumeMounts"]

@@ -65,6 +65,7 @@ KUBE_CALLS: dict[str, set[Need]] = {
     # the engine's own watches (controllers/reflector.py): podbatch's pods and Tasks
     "watch": {("", "pods", "watch"), ("podbatch.io", "tasks", "watch")},
     "create_pod": {("", "pods", "create")},
+    "create_configmap": {("", "configmaps", "create")},
     "delete_pod": {("", "pods", "delete")},
     "patch_pod": {("", "pods", "patch")},
     "pod_log_tail": {("", "pods/log", "get")},
@@ -283,9 +284,10 @@ def test_the_cluster_role_does_not_depend_on_values(chart):
 
 
 def test_no_secrets_or_configmaps_cluster_wide(chart):
-    """Resource files from ConfigMaps and Secrets are mounted by the kubelet: no feature reads them."""
+    """Resource files from ConfigMaps and Secrets are mounted by the kubelet: no feature reads
+    them. The one ConfigMap the operator writes is the task wrapper's, which it only creates."""
     have = granted(cluster_role_rules(render(chart)))
-    assert not {(g, r, v) for g, r, v in have if r in ("secrets", "configmaps")}
+    assert {(g, r, v) for g, r, v in have if r in ("secrets", "configmaps")} == {("", "configmaps", "create")}
 
 
 def test_lease_role_holds_exactly_the_electors_calls(chart):

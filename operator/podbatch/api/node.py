@@ -157,14 +157,17 @@ class ComputeNodeStatus(StatusModel):
     unknown (was Ready, not now; its tasks stay), unusable (not Ready past
     PODBATCH_NODE_LOST_GRACE_SECONDS: its tasks are requeued), preempted (a low-priority
     node carrying a cloud's termination taint, see docs/nodegroups.md: its tasks are
-    requeued)."""
+    requeued). A change between idle and running is reported as the task counts are: the
+    first at once, then at most every 2 s per node (every nodes/10 s, up to 30 s, where the
+    operator has more than 20 compute nodes)."""
     state_transition_time: Optional[datetime] = None
     """When state last changed."""
     scheduling_state: Optional[Literal["enabled", "disabled"]] = None
     """Whether new tasks may land on the node."""
     running_tasks_count: int = 0
-    """Tasks preparing or running on the node (updated at most every 2 s while only the
-    counts change)."""
+    """Tasks preparing or running on the node (a change is reported at once after a quiet
+    spell, then at most every 2 s per node; every nodes/10 s, up to 30 s, where the
+    operator has more than 20 compute nodes)."""
     running_task_slots_count: int = 0
     """Task slots those tasks take."""
     total_tasks_run: int = 0

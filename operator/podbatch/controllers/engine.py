@@ -177,6 +177,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
             elif kind == "bind" and name in s.tasks:   # its pool plans again
                 dirty_jobs.add(key(name.split("/", 1)[0], s.tasks[name]["spec"].get("jobName", "")))
         s.expire_assumed_pods()
+        await self._safely("wrappers", self.ex.recheck_wrappers())
         await self.refresh_node_metrics()
         for pk in list(s.pools):   # pools are few: every pass (timers, autoscale, resize)
             if not self.ex.backoff.waiting(f"pool:{pk}"):

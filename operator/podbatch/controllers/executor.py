@@ -29,9 +29,11 @@ from podbatch.controllers import clock
 from podbatch.controllers.store import Store, key
 from podbatch.core import binding
 from podbatch.core import collections as collcore
+from podbatch.core import pods
 
 log = logging.getLogger("podbatch.executor")
 EVENT_GROUP_SECONDS = 600.0
+WRAPPER_RECHECK = 60.0   # seconds a namespace's wrapper ConfigMap is taken to exist before it is created again
 PUTS = {"pools": "put_pool", "computenodes": "put_cnode", "jobs": "put_job", "tasks": "put_task",
         "jobschedules": "put_jobschedule", "taskcollections": "put_collection"}
 
@@ -90,6 +92,9 @@ class Executor:
         self.writes = 0
         self._events: set[asyncio.Task] = set()
         self._posted: OrderedDict = OrderedDict()   # (uid, reason, message) -> when a warning was last posted
+        self._wrappers: dict[str, float] = {}       # "ns/ConfigMap" -> until when it is taken to exist
+        self._wrapper_locks: dict[str, asyncio.Lock] = {}
+        self._wrappers_used: set[str] = set()       # ... and those a pod was created to read since
 
     @property
     def leading(self) -> bool:
@@ -252,10 +257,38 @@ class Executor:
         await self.kube.delete_object(plural, ns, name)
 
     # --- pods -----------------------------------------------------------------------
+    async def ensure_wrapper(self, ns: str, name: str) -> None:
+        """Create the task wrapper's ConfigMap in a namespace (core/pods.py WRAPPER_CONFIGMAP)
+        before a pod there reads it: once per WRAPPER_RECHECK seconds and namespace (a 409
+        says it is there), not once per pod."""
+        k = f"{ns}/{name}"
+        if self._wrappers.get(k, 0.0) > clock.monotonic():
+            self._wrappers_used.add(k)
+            return
+        async with self._wrapper_locks.setdefault(k, asyncio.Lock()):   # one create for a burst of pods
+            if self._wrappers.get(k, 0.0) > clock.monotonic():
+                return
+            self._gate()
+            await self.kube.create_configmap(pods.wrapper_configmap(ns))
+            self._wrappers[k] = clock.monotonic() + WRAPPER_RECHECK
+            self._wrappers_used.discard(k)
+
+    async def recheck_wrappers(self) -> None:
+        """Each pass: a namespace that got task pods since its wrapper ConfigMap was last
+        created has it created again once WRAPPER_RECHECK seconds have passed, so one deleted
+        by hand is back within that time for the pods waiting for it (the kubelet retries
+        their volume) even when no other pod comes."""
+        now = clock.monotonic()
+        for k in [k for k in self._wrappers_used if self._wrappers.get(k, 0.0) <= now]:
+            ns, _, name = k.partition("/")
+            await self.ensure_wrapper(ns, name)
+
     async def create_pod(self, pod: dict) -> dict | None:
-        """Create a pod (None: its name is taken, 409). A pod the store assumed
-        (`Store.assume_pod`) is dropped again if the create fails."""
+        """Create a pod (None: its name is taken, 409), after the wrapper ConfigMap it reads.
+        A pod the store assumed (`Store.assume_pod`) is dropped again if the create fails."""
         try:
+            if (wrapper := pods.wrapper_configmap_of(pod)) is not None:
+                await self.ensure_wrapper(pod["metadata"]["namespace"], wrapper)
             self._gate()
             res = await self.kube.create_pod(pod)
         except BaseException as e:

@@ -166,6 +166,12 @@ class Kube:
         ns = pod["metadata"]["namespace"]
         return await self._call("create", "pod", self.core.create_namespaced_pod(ns, pod, _preload_content=False), ok=(409,))
 
+    async def create_configmap(self, body: dict) -> dict | None:
+        """Create a ConfigMap (None: it exists, 409): the task wrapper's (core/pods.py)."""
+        ns = body["metadata"]["namespace"]
+        return await self._call("create", "configmap", self.core.create_namespaced_config_map(ns, body, _preload_content=False),
+                                ok=(409,))
+
     async def delete_pod(self, ns: str, name: str, *, grace: int | None = None) -> dict | None:
         """Returns the pod as the server now has it (terminating) or a Status; None when it was gone."""
         body = client.V1DeleteOptions(grace_period_seconds=grace, propagation_policy="Background")

@@ -11,7 +11,15 @@ from podbatch.core import conditions, naming, pods, removals, tenancy
 from podbatch.core.nodes import NodeFacts, being_taken_back, is_schedulable, node_state, taint_to_restore
 from podbatch.nodegroups import provider_for
 
-NODE_COUNTS_EVERY = 2.0
+NODE_COUNTS_EVERY = 2.0      # seconds between two reports of one node, at least...
+NODE_REPORTS_PER_SECOND = 10.0   # ...and more on a large pool: all nodes' reports together stay near this rate
+NODE_REPORT_EVERY_MAX = 30.0
+
+
+def report_every(nodes: int) -> float:
+    """Seconds between two report-only status writes of one compute node (its idle/running
+    flips and task counts: what no decision reads back) when `nodes` compute nodes exist."""
+    return min(NODE_REPORT_EVERY_MAX, max(NODE_COUNTS_EVERY, nodes / NODE_REPORTS_PER_SECOND))
 
 
 # what a node's status write may change and still be a report (A.WriteStatus.report)
@@ -203,12 +211,11 @@ class Nodes:
             state=state, start_task_failure=info.get("failureInfo")), c["metadata"].get("generation"))
         new["observedGeneration"] = c["metadata"].get("generation")
         changed = changed_keys(status, new)
-        counts_only = set(changed) <= {"runningTasksCount", "runningTaskSlotsCount"}
-        if changed and counts_only and clock.monotonic() - self._node_written.get(ck, 0) < NODE_COUNTS_EVERY:
-            self.store.changed.set()   # busy nodes report their counts at most every NODE_COUNTS_EVERY seconds
+        # idle <-> running and the counts are a report; any other change is decided from later
+        report = set(changed) <= REPORTED_NODE_KEYS and {state, status.get("state")} <= {"idle", "running"}
+        if changed and report and clock.monotonic() - self._node_written.get(ck, 0) < report_every(len(s.cnodes)):
+            self.store.changed.set()   # a busy node's flips and counts: reported at most every report_every() s
         elif changed:
-            # idle <-> running (and counts) is a report; any other change is decided from later
-            report = set(changed) <= REPORTED_NODE_KEYS and {state, status.get("state")} <= {"idle", "running"}
             plan += [A.WriteStatus("computenodes", c, new, report=report),
                      A.Then("note the write", lambda: self._node_written.__setitem__(ck, clock.monotonic()))]
         return state, is_schedulable(state, sched_enabled), plan

@@ -15,6 +15,7 @@ Batch semantics kept here:
 """
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,34 @@ exit $rc
 '''.strip()
 
 GANG_DIR = "/etc/podbatch"   # a gang instance's downward-API files (hosts: the host list)
+
+# A task pod reads TASK_WRAPPER from a ConfigMap of its namespace, mounted read-only at
+# WRAPPER_DIR, instead of carrying its 2.9 KB in `command`: the pod is about half the size,
+# and every write of it (its create, each status update of the kubelet) and every watch
+# event of it costs the API server, etcd and each watcher about half as much (docs/bench.md).
+# The ConfigMap is immutable and named after the script's digest, so an operator with
+# another wrapper never changes what a running pod reads; the engine creates it in a
+# namespace before that namespace's first task pod (controllers/executor.py).
+WRAPPER_VOLUME = "podbatch-wrapper"
+WRAPPER_DIR = "/etc/podbatch-wrapper"
+WRAPPER_FILE = "task.sh"
+WRAPPER_CONFIGMAP = f"podbatch-wrapper-{hashlib.sha256(TASK_WRAPPER.encode()).hexdigest()[:10]}"
+
+
+def wrapper_configmap(namespace: str) -> dict:
+    """The ConfigMap every task pod of a namespace reads its wrapper from."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": WRAPPER_CONFIGMAP, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "podbatch", "app.kubernetes.io/component": "task-wrapper"}},
+            "data": {WRAPPER_FILE: TASK_WRAPPER + "\n"}, "immutable": True}
+
+
+def wrapper_configmap_of(pod: dict) -> str | None:
+    """The wrapper ConfigMap a pod reads (None for a pod that carries no such volume)."""
+    for v in (pod.get("spec") or {}).get("volumes") or ():
+        if v.get("name") == WRAPPER_VOLUME and "configMap" in v:
+            return v["configMap"].get("name")
+    return None
 
 NODEPREP_SCRIPT = r'''
 set -e
@@ -246,9 +275,9 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
         "name": "task",
         "image": image,
         "imagePullPolicy": pool_spec.get("imagePullPolicy", "IfNotPresent"),
-        "command": ["/bin/sh", "-c", TASK_WRAPPER, "podbatch-task", *argv],
+        "command": ["/bin/sh", f"{WRAPPER_DIR}/{WRAPPER_FILE}", *argv],
         "env": env,
-        "volumeMounts": [mount],
+        "volumeMounts": [mount, {"name": WRAPPER_VOLUME, "mountPath": WRAPPER_DIR, "readOnly": True}],
         "securityContext": security_context(spec.get("userIdentity")),
     }
     if container.get("workingDirectory") == "containerImageDefault":
@@ -268,11 +297,11 @@ def task_pod(*, task: dict, job: dict, pool_spec: dict, placement: Placement, at
         "terminationGracePeriodSeconds": 5,
         "tolerations": _tolerations(placement),
         "containers": [main],
-        "volumes": [vol],
+        "volumes": [vol, {"name": WRAPPER_VOLUME, "configMap": {"name": WRAPPER_CONFIGMAP}}],
     }
     if extra_files.init_containers:
         pod_spec["initContainers"] = extra_files.init_containers
-        pod_spec["volumes"] = [vol, *extra_files.volumes]
+        pod_spec["volumes"] = [*pod_spec["volumes"], *extra_files.volumes]
     if gang:
         pod_spec["volumes"] = [*pod_spec["volumes"], {"name": "podbatch-gang", "downwardAPI": {"items": [
             {"path": "hosts", "fieldRef": {"fieldPath": f"metadata.annotations['{naming.ANNOTATION_HOST_LIST}']"}}]}}]
