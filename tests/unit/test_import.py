@@ -17,6 +17,7 @@ from podbatch.cli import importer
 from podbatch.cli import main as cli
 from podbatch.cli.batchfields import iso_duration
 from podbatch.cli.importer import ImportProblem, import_data, leaves
+from podbatch.core import collections as collcore
 
 pytestmark = pytest.mark.unit
 
@@ -186,12 +187,19 @@ def test_template_parameters_and_parametric_sweep():
     with pytest.raises(ImportProblem, match=r"--param poolId=VALUE"):
         import_data(data)
     result = import_data(data, params={"poolId": "render", "taskEnd": "2"})
-    job, *tasks = result.objects
+    job, coll, merge = result.objects
     assert job["spec"]["poolInfo"]["poolId"] == "render" and job["spec"]["onAllTasksComplete"] == "terminatejob"
     assert job["spec"]["usesTaskDependencies"] is True     # the merge task depends on the others
-    assert [t["spec"]["commandLine"] for t in tasks[:2]] == ["/bin/bash -c 'echo Hello world from task 001'",
-                                                            "/bin/bash -c 'echo Hello world from task 002'"]
-    assert tasks[-1]["spec"]["id"] == "merge" and tasks[-1]["spec"]["dependsOn"] == {
+    # the sweep is one TaskCollection (O(1) objects), its tasks the ones the Batch CLI makes:
+    # ids 0, 1, … and the placeholders filled in by the operator (core/collections.py)
+    assert coll["kind"] == "TaskCollection" and coll["spec"]["jobName"] == job["metadata"]["name"]
+    assert coll["spec"]["taskIdPrefix"] == "" and collcore.size(coll["spec"]) == 2
+    made = [collcore.substitute(coll["spec"]["parametricSweep"]["repeatTask"], collcore.parameters(coll["spec"], i))
+            for i in range(2)]
+    assert [t["commandLine"] for t in made] == ["/bin/bash -c 'echo Hello world from task 001'",
+                                                "/bin/bash -c 'echo Hello world from task 002'"]
+    assert made[0]["constraints"] == {"retentionTime": "PT1H"}
+    assert merge["kind"] == "Task" and merge["spec"]["id"] == "merge" and merge["spec"]["dependsOn"] == {
         "taskIdRanges": [{"start": 0, "end": 1}]}
     with pytest.raises(ImportProblem, match="declares no such parameter"):
         import_data(data, params={"poolId": "x", "nope": "1"})
@@ -219,3 +227,23 @@ def test_cli_prints_yaml_and_reports_on_stderr(capsys):
 def test_cli_refuses_to_apply_a_placeholder_pool(capsys):
     rc = cli.main(["import", str(FIXTURES / "pool-add-virtualmachineconfiguration.json"), "--apply"])
     assert rc == 2 and "--node-group" in capsys.readouterr().err
+
+
+def test_a_sweep_a_collection_cannot_hold_becomes_tasks():
+    """A descending sweep, or a repeatTask with multi-instance settings (a gang), is made a
+    Task per combination, with the same ids and placeholders filled in."""
+    def job_with(factory: dict) -> dict:
+        return {"job": {"type": "Microsoft.Batch/batchAccounts/jobs", "properties": {
+            "id": "j", "poolInfo": {"poolId": "p"}, "taskFactory": {"type": "parametricSweep", **factory}}}}
+    down = import_data(job_with({"parameterSets": [{"start": 3, "end": 1, "step": -1}],
+                                 "repeatTask": {"commandLine": "echo {0}"}}))
+    assert [(o["kind"], o["spec"].get("id"), o["spec"].get("commandLine")) for o in down.objects[1:]] == [
+        ("Task", "0", "echo 3"), ("Task", "1", "echo 2"), ("Task", "2", "echo 1")]
+    gang = import_data(job_with({"parameterSets": [{"start": 0, "end": 1}], "repeatTask": {
+        "commandLine": "mpirun app {0}", "multiInstanceSettings": {"numberOfInstances": 2}}}))
+    assert [o["kind"] for o in gang.objects] == ["Job", "Task", "Task"]
+    two = import_data(job_with({"parameterSets": [{"start": 0, "end": 1}, {"start": 5, "end": 6}],
+                                "repeatTask": {"commandLine": "run {0} {1}"}}))
+    (coll,) = two.objects[1:]
+    assert [collcore.substitute(coll["spec"]["parametricSweep"]["repeatTask"], collcore.parameters(coll["spec"], i))["commandLine"]
+            for i in range(4)] == ["run 0 5", "run 0 6", "run 1 5", "run 1 6"]   # the Batch CLI's order

@@ -184,8 +184,9 @@ def job_object(im: Importer, src: dict, sp: str) -> None:
     im.obj = job_obj
     finish(im, "Job", name, spec)
     for task in tasks:
-        im.obj = f"Task/{task['metadata']['name']}"
-        finish(im, "Task", task["metadata"]["name"], task["spec"])
+        kind = task.get("kind", "Task")
+        im.obj = f"{kind}/{task['metadata']['name']}"
+        finish(im, kind, task["metadata"]["name"], task["spec"])
 
 
 def schedule_object(im: Importer, src: dict, sp: str) -> None:
@@ -239,6 +240,29 @@ def _sweep(value: Any, combo: tuple[int, ...]) -> Any:
     return _PLACE.sub(one, value)
 
 
+def _as_collection(factory: dict, ranges: list[range], count: int) -> bool:
+    """Whether a parametric sweep becomes one TaskCollection: ascending steps, at least one
+    task, at most collcore.MAX_SIZE, and no field a collection's task cannot have (a gang);
+    otherwise it becomes a Task per combination."""
+    from podbatch.api.taskcollection import _NOT_IN_COLLECTION
+    from podbatch.core import collections as collcore
+    repeat = factory["repeatTask"]
+    return (0 < count <= collcore.MAX_SIZE and len(ranges) <= 8 and all(r.step > 0 for r in ranges)
+            and not any(repeat.get(k) is not None for k in (*_NOT_IN_COLLECTION, "id")))
+
+
+def sweep_collection(im: Importer, job: str, factory: dict, fp: str) -> dict:
+    """The TaskCollection of a parametric sweep: one object for all its tasks, ids `0`, `1`, …
+    as the Batch CLI gives them (taskIdPrefix ""), placeholders left for the operator."""
+    name = sanitize(job)
+    im.obj = f"TaskCollection/{name}"
+    sets = [{k: v for k, v in s.items() if k in ("start", "end", "step")} for s in factory["parameterSets"]]
+    im.conv(factory["parameterSets"], f"{fp}.parameterSets", "spec.parametricSweep.parameterSets")
+    repeat = im.map(factory["repeatTask"], f"{fp}.repeatTask", "spec.parametricSweep.repeatTask", TASK)
+    return {"kind": "TaskCollection", "metadata": {"name": name},
+            "spec": {"jobName": job, "taskIdPrefix": "", "parametricSweep": {"parameterSets": sets, "repeatTask": repeat}}}
+
+
 def factory_tasks(im: Importer, job: str, job_spec: dict) -> list[dict]:
     """The tasks of a Batch Explorer / `az batch` template's taskFactory (taskCollection, parametricSweep)."""
     import itertools
@@ -255,16 +279,22 @@ def factory_tasks(im: Importer, job: str, job_spec: dict) -> list[dict]:
                       for s in factory["parameterSets"]]
         except (KeyError, TypeError, ValueError) as e:
             raise ImportProblem(f"{fp}.parameterSets: each needs integer start, end and step ({e})") from None
-        for i, combo in enumerate(itertools.product(*ranges)):
-            t = task_body(im, {**_sweep(factory["repeatTask"], combo), "id": str(i)}, f"{fp}.repeatTask", job, id_path=False)
-            tasks.append(t)
-        for p in [p for p in im.r.same if p.startswith(f"{fp}.repeatTask.")]:
-            im.r.same.discard(p)            # made into many tasks, with placeholders replaced
-        im.conv(factory["parameterSets"], f"{fp}.parameterSets", "")   # used up making the tasks
+        count = 1
+        for r in ranges:
+            count *= len(r)
+        if _as_collection(factory, ranges, count):
+            tasks.append(sweep_collection(im, job, factory, fp))
+        else:
+            for i, combo in enumerate(itertools.product(*ranges)):
+                t = task_body(im, {**_sweep(factory["repeatTask"], combo), "id": str(i)}, f"{fp}.repeatTask", job, id_path=False)
+                tasks.append(t)
+            for p in [p for p in im.r.same if p.startswith(f"{fp}.repeatTask.")]:
+                im.r.same.discard(p)            # made into many tasks, with placeholders replaced
+            im.conv(factory["parameterSets"], f"{fp}.parameterSets", "")   # used up making the tasks
         merge = factory.get("mergeTask")
-        if isinstance(merge, dict) and tasks:
+        if isinstance(merge, dict) and count:
             t = task_body(im, {"id": "merge", **merge}, f"{fp}.mergeTask", job, id_path="id" in merge)
-            t["spec"]["dependsOn"] = {"taskIdRanges": [{"start": 0, "end": len(tasks) - 1}]}
+            t["spec"]["dependsOn"] = {"taskIdRanges": [{"start": 0, "end": count - 1}]}
             job_spec["usesTaskDependencies"] = True
             tasks.append(t)
         rest = {k: v for k, v in factory.items() if k not in ("type", "parameterSets", "repeatTask", "mergeTask")}
