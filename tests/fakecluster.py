@@ -350,6 +350,8 @@ class FakeApiServer:
         self.crash_note = ""
         self.mutations = 0               # every change of state, by anyone (quiescence)
         self._rules: list[list] = []      # [match, status, times left, applied]: deterministic faults
+        self._holds: list[tuple] = []     # (match, event): calls held until the event is set (hold)
+        self.held: set = set()            # the asyncio tasks waiting in a held call
 
     # --- control --------------------------------------------------------------------
     def crash_after(self, k: int, *, applied: bool = True) -> None:
@@ -530,9 +532,24 @@ class FakeApiServer:
         if self.crashed:
             raise Crash(self.crash_note)
 
+    def hold(self, match: Callable[[str, str], bool]) -> asyncio.Event:
+        """A slow API server: calls that match(verb, what) wait until the returned event is set
+        (the harness's drain after a pass leaves them waiting, as requests in flight)."""
+        ev = asyncio.Event()
+        self._holds.append((match, ev))
+        return ev
+
     async def _call(self, verb: str, what: str, apply: Callable[[], Any], *, target: tuple | None = None) -> Any:
         self._gate()
         await asyncio.sleep(0)   # the request is in flight: other coroutines (and events) run
+        for match, ev in self._holds:
+            if not ev.is_set() and match(verb, what):
+                me = asyncio.current_task()
+                self.held.add(me)
+                try:
+                    await ev.wait()
+                finally:
+                    self.held.discard(me)
         self._gate()
         write = verb in ("create", "patch", "delete")
         fault = self.faults.pick(verb) if self.faults else None
@@ -1237,10 +1254,10 @@ class Harness:
         process's would be."""
         me = asyncio.current_task()
         for _ in range(300):
-            if not any(t is not me and not t.done() for t in asyncio.all_tasks()):
+            if not any(t is not me and not t.done() and t not in self.server.held for t in asyncio.all_tasks()):
                 return
             await asyncio.sleep(0)
-        others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        others = [t for t in asyncio.all_tasks() if t is not me and not t.done() and t not in self.server.held]
         for t in others:
             t.cancel()
         await asyncio.gather(*others, return_exceptions=True)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from kit import wait_for
 from podbatch.cli import main as cli
 
 pytestmark = pytest.mark.e2e
@@ -48,3 +49,33 @@ def test_import_apply_pool_job_and_task_collection_runs_the_job(operator, object
     task = objects.get("Task", "importjob-frame3")
     assert task["spec"]["id"] == "frame3" and task["spec"]["environmentSettings"] == [{"name": "FRAME", "value": "3"}]
     assert task["status"]["nodeInfo"]["poolId"] == "import-pool"
+
+
+SWEEP_TEMPLATE = {
+    "parameters": {"frames": {"type": "int", "defaultValue": 6}},
+    "job": {"type": "Microsoft.Batch/batchAccounts/jobs", "apiVersion": "2016-12-01", "properties": {
+        "id": "SweepJob", "poolInfo": {"poolId": "Import_Pool"}, "onAllTasksComplete": "terminateJob",
+        "taskFactory": {"type": "parametricSweep",
+                        "parameterSets": [{"start": 1, "end": "[parameters('frames')]", "step": 1}],
+                        "repeatTask": {"commandLine": "/bin/sh -c 'echo frame {0:3}'"},
+                        "mergeTask": {"commandLine": "/bin/true"}}}},
+}
+
+
+def test_import_apply_a_parametric_sweep_template_is_one_collection_and_its_merge_task_runs_last(
+        operator, objects, kubeconfig, namespace, tmp_path, capsys):
+    common = ["--kubeconfig", kubeconfig, "-n", namespace]
+    for name, body, extra in (("pool.json", POOL, ["--node-group", "kwok"]), ("sweep.json", SWEEP_TEMPLATE, [])):
+        path = tmp_path / name
+        path.write_text(json.dumps(body))
+        rc = cli.main(["import", str(path), "--apply", *extra, *common])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+    assert "taskcollection.podbatch.io/sweepjob created" in out and "task.podbatch.io/sweepjob-merge created" in out, out
+    st = objects.wait_job_done("sweepjob", timeout=240)
+    assert st["taskCounts"]["succeeded"] == 7 and st["taskCounts"]["failed"] == 0, st
+    coll = wait_for("the collection's ends", lambda: (lambda s: s.get("succeededIndexes") == "0-5" and s)(
+        objects.status("TaskCollection", "sweepjob")), 60)
+    assert coll["taskCounts"]["succeeded"] == 6 and coll["size"] == 6, coll
+    merge = objects.get("Task", "sweepjob-merge")["status"]
+    assert merge["executionInfo"]["result"] == "success"   # it waited for ids 0-5, the collection's tasks

@@ -168,6 +168,7 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         landed = {w for w in self._waiting if w not in self._in_flight}   # looked at again now
         self._waiting -= landed
         dirty_jobs |= {w[4:] for w in landed if w.startswith("job:")}
+        dirty_tasks |= {w[5:] for w in landed if w.startswith("task:")}
         for k in self.ex.backoff.due():   # objects whose backoff ended are looked at again
             kind, _, name = k.partition(":")
             if kind == "task":
@@ -236,7 +237,11 @@ class Engine(Pools, Autoscaling, Nodes, Tasks, Collections, Scheduling, Jobs, Sp
         one binds what came meanwhile. A failure backs the object off as in the pass (its
         retry wakes the loop); a job that changed while its write was in flight asks for a
         pass once the write has landed."""
-        bg = asyncio.get_running_loop().create_task(self._safely(what, coro))
+        self._track_in_flight(what, asyncio.get_running_loop().create_task(self._safely(what, coro)))
+
+    def _track_in_flight(self, what: str, bg: asyncio.Future) -> None:
+        """`what`'s writes run in `bg`: until it ends, the object is not decided again (it
+        waits in `_waiting` and is looked at in the first pass after)."""
         self._in_flight[what] = bg
 
         def done(_):

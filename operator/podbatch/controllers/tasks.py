@@ -31,6 +31,7 @@ RUNNING_WRITE_AFTER = 1.0
 RETENTION_RETRY = 10.0
 ADOPT_PER_PASS = 50
 DECIDE_SLICE = 500   # tasks decided between two turns of the loop
+PLANS_WAIT = 0.05    # seconds a pass waits for the tasks' writes before it schedules; the rest land in the background
 REJECTED_FOR = 30.0   # seconds a node counts as out of a resource after its kubelet turned a pod away for it
 
 
@@ -168,17 +169,38 @@ class Tasks:
     async def advance_tasks(self, dirty: set[str], node_view: dict) -> set[str]:
         """Decide each dirty task and apply its plan, all plans at once. Deciding goes in slices
         with the loop let run between them: a pass over 100,000 tasks (their Job deleted) must
-        not hold the loop for seconds (the Lease's renewal, the watches wait on it)."""
+        not hold the loop for seconds (the Lease's renewal, the watches wait on it).
+
+        The pass waits PLANS_WAIT for the plans' writes, then goes on to schedule: with the
+        API server busy, a pass that waited for every completion write before binding the
+        next tasks left their slots idle for a second or more. A plan still in flight stays
+        the task's (`_in_flight`, "task:<key>"): the task is not decided again until its writes
+        have landed (`_waiting`), and what they wrote reaches the store, marking the task and its
+        job dirty, as any write does."""
         touched_jobs: set[str] = set()
         now = now_iso()
-        todo = [tk for tk in dirty if not self.ex.backoff.waiting(f"task:{tk}")]
-        acting = []
+        todo = []
+        for tk in dirty:
+            if self.ex.backoff.waiting(f"task:{tk}"):
+                continue
+            if f"task:{tk}" in self._in_flight:
+                self._waiting.add(f"task:{tk}")
+                continue
+            todo.append(tk)
+        acting: dict[str, asyncio.Future] = {}
         for i in range(0, len(todo), DECIDE_SLICE):
             if i:
                 await asyncio.sleep(0)
-            acting += [asyncio.ensure_future(self._safely(f"task:{tk}", self._act_task(
-                tk, self._decide_task(tk, node_view, now, touched_jobs)))) for tk in todo[i:i + DECIDE_SLICE]]
-        await asyncio.gather(*acting)
+            for tk in todo[i:i + DECIDE_SLICE]:
+                acting[tk] = asyncio.ensure_future(self._safely(f"task:{tk}", self._act_task(
+                    tk, self._decide_task(tk, node_view, now, touched_jobs))))
+        if acting:
+            await asyncio.wait(acting.values(), timeout=PLANS_WAIT)
+        late = [(tk, fut) for tk, fut in acting.items() if not fut.done()]
+        for tk, fut in late:
+            self._track_in_flight(f"task:{tk}", fut)
+            # a decision that ends after the pass touched jobs the pass has reconciled already
+            fut.add_done_callback(lambda _: (self.store.dirty_jobs.update(touched_jobs), self.store.changed.set()))
         return touched_jobs
 
     async def _act_task(self, tk: str, decided) -> bool:
