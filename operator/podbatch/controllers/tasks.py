@@ -31,7 +31,7 @@ RUNNING_WRITE_AFTER = 1.0
 RETENTION_RETRY = 10.0
 ADOPT_PER_PASS = 50
 DECIDE_SLICE = 500   # tasks decided between two turns of the loop
-PLANS_WAIT = 0.05    # seconds a pass waits for the tasks' writes before it schedules; the rest land in the background
+PLANS_WAIT = 1.0     # seconds a pass waits for the tasks' writes before it schedules; the rest land in the background
 REJECTED_FOR = 30.0   # seconds a node counts as out of a resource after its kubelet turned a pod away for it
 
 
@@ -171,9 +171,11 @@ class Tasks:
         with the loop let run between them: a pass over 100,000 tasks (their Job deleted) must
         not hold the loop for seconds (the Lease's renewal, the watches wait on it).
 
-        The pass waits PLANS_WAIT for the plans' writes, then goes on to schedule: with the
-        API server busy, a pass that waited for every completion write before binding the
-        next tasks left their slots idle for a second or more. A plan still in flight stays
+        The pass waits at most PLANS_WAIT for the plans' writes, then goes on to schedule: a
+        slow or hung write (up to the call's 15 s deadline) must not keep the freed slots idle
+        and every other task unbound. (A shorter wait, 50 ms, did no better in the steady
+        bench, and its five times as many passes cost a burst of 2,000 single Tasks a fifth of
+        its throughput: docs/bench.md.) A plan still in flight stays
         the task's (`_in_flight`, "task:<key>"): the task is not decided again until its writes
         have landed (`_waiting`), and what they wrote reaches the store, marking the task and its
         job dirty, as any write does."""
