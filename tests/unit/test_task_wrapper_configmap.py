@@ -88,3 +88,38 @@ def test_the_engine_creates_the_wrapper_configmap_once_and_again_after_a_deletio
     assert run.ok, summary([run])
     assert len(seen["first"]) == 1 and f"configmap default/{pods.WRAPPER_CONFIGMAP}" in seen["first"][0], seen
     assert len(seen["all"]) == 2, seen
+
+
+def gone_namespace(seen: dict):
+    async def scenario(h):
+        h.apply(pool_body("p", nodes=1, slots=1))
+        h.apply(job_body("j", "p"))
+        for name in ("a", "b"):   # b's pod, created while the ConfigMap is known, is rechecked later
+            h.apply(task_body(name, "j", duration=0.3))
+            h.expect(name)
+            await h.run_until(lambda: h.status("Task", name).get("state") == "completed", what=f"{name} completed")
+        # the namespace goes (every create there answers 404): the per-pass recheck gives up on
+        # it instead of failing again every pass (each failure once lengthened a backoff whose
+        # float overflowed after ~1,000 passes and failed every pass after: a dead engine)
+        h.server.delete("configmaps", "default", pods.WRAPPER_CONFIGMAP)
+        h.server.inject(lambda verb, what: verb == "create" and what.startswith("configmap "), status=404)
+        start = len(h.server.log)
+        end = h.clock.time() + 5 * executor.WRAPPER_RECHECK
+        await h.run_until(lambda: h.clock.time() >= end, what="five recheck periods", within=6 * executor.WRAPPER_RECHECK)
+        seen["tries"] = [line for line in h.server.log[start:] if " configmap " in line]
+        return lambda: []
+    return scenario
+
+
+def test_a_namespace_gone_is_not_rechecked_every_pass():
+    seen: dict = {}
+    run = run_scenario(gone_namespace(seen))
+    assert run.ok, summary([run])
+    assert len(seen["tries"]) <= 1, seen
+
+
+def test_backoff_never_overflows():
+    b = executor.Backoff()
+    for _ in range(5000):
+        delay = b.failed("x")
+    assert delay == b.cap

@@ -57,7 +57,7 @@ class Backoff:
     def failed(self, k: str) -> float:
         n = self._failures.get(k, 0)
         self._failures[k] = n + 1
-        delay = min(self.cap, self.base * 2 ** n)
+        delay = min(self.cap, self.base * 2 ** min(n, 32))   # (an object failing for days: no float overflow)
         self._until[k] = clock.monotonic() + delay
         return delay
 
@@ -281,7 +281,13 @@ class Executor:
         now = clock.monotonic()
         for k in [k for k in self._wrappers_used if self._wrappers.get(k, 0.0) <= now]:
             ns, _, name = k.partition("/")
-            await self.ensure_wrapper(ns, name)
+            try:
+                await self.ensure_wrapper(ns, name)
+            except ApiException as e:
+                # its namespace is gone (404) or refuses it (403, a quota): forgotten here; the
+                # next task pod there creates it first, and that pod's create fails with why
+                self._wrappers_used.discard(k)
+                log.info("wrapper ConfigMap %s not created (%s): %s", k, e.status, (e.reason or "")[:200])
 
     async def create_pod(self, pod: dict) -> dict | None:
         """Create a pod (None: its name is taken, 409), after the wrapper ConfigMap it reads.
